@@ -1,0 +1,3 @@
+from voicecall.engine.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""voicecall: phone calls driven by YAML state machines."""

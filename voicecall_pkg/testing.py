@@ -1,0 +1,3 @@
+"""Test helpers for users' own flows: run scenarios, snapshot rendered documents."""
+
+from voicecall.engine.testing import *  # noqa: F403
