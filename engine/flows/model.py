@@ -1,0 +1,131 @@
+"""The compiled flow: frozen, slotted, built once per file by the loader.
+
+Templates inside ``Action.args``, ``TimerSpec.seconds`` and
+``Transition.when`` are already compiled (see ``render.Tpl``); the runtime
+never compiles anything per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FlowKind = Literal["call", "supervisor"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One entry of a ``do`` list. ``path`` is its JSON path in the file."""
+
+    kind: str
+    args: Mapping[str, Any]
+    file: str
+    line: int | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerSpec:
+    """``after: [{seconds, event}]``: fires ``timer.<event>``."""
+
+    event: str
+    seconds: Any  # int, or a compiled template rendering to an int
+
+    @property
+    def event_type(self) -> str:
+        return f"timer.{self.event}"
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    name: str
+    do: tuple[Action, ...] = ()
+    opening: bool = False
+    final: bool = False
+    after: tuple[TimerSpec, ...] = ()
+    tags: frozenset[str] = frozenset()
+    goto: str | None = None
+
+    @property
+    def gathers(self) -> bool:
+        return any(a.kind == "gather" for a in self.do)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    on: frozenset[str]
+    sources: frozenset[str] | None  # None means "*": every non-final state
+    dest: str
+    when: Any | None = None  # compiled Jinja expression (render.Expr)
+    do: tuple[Action, ...] = ()
+    line: int | None = None
+
+    def applies_to(self, state: str) -> bool:
+        return self.sources is None or state in self.sources
+
+
+# Which provider capability each action (or gather input) needs.
+_CAPABILITY = {"say": "say", "play": "play", "dtmf": "dtmf", "stream": "stream", "reject": "reject"}
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    name: str
+    mode: str
+    kind: FlowKind
+    description: str
+    initial: str
+    states: Mapping[str, State]
+    transitions: tuple[Transition, ...]
+    vars_schema: Mapping[str, Any]
+    source: str
+    hash: str
+    file: str
+    # Lint warnings (the file loaded, but something looks wrong).
+    warnings: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    # Every compiled template with where it sits (used by lint and tooling).
+    templates: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    _index: Mapping[tuple[str, str], tuple[Transition, ...]] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Precompute (state, event) -> transitions in file order: the runtime
+        # asks on every event, so this must not scan the list.
+        index: dict[tuple[str, str], list[Transition]] = {}
+        for transition in self.transitions:
+            names = transition.sources if transition.sources is not None else [
+                n for n, s in self.states.items() if not s.final]
+            for state in names:
+                for event in transition.on:
+                    index.setdefault((state, event), []).append(transition)
+        object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
+
+    def transitions_for(self, state: str, event: str) -> tuple[Transition, ...]:
+        """Candidate transitions for ``event`` in ``state``, in file order."""
+        return self._index.get((state, event), ())
+
+    def handles(self, state: str) -> frozenset[str]:
+        """Every event type some transition accepts in ``state``."""
+        return frozenset(e for (s, e) in self._index if s == state)
+
+    def actions(self) -> list[Action]:
+        """Every action in the flow (states, transitions, gather prompts)."""
+        out: list[Action] = []
+        for state in self.states.values():
+            out.extend(state.do)
+        for transition in self.transitions:
+            out.extend(transition.do)
+        nested = [p for a in out if a.kind == "gather" for p in a.args.get("prompt", ())]
+        return out + nested
+
+    def required_capabilities(self) -> frozenset[str]:
+        """Provider capabilities this flow needs, derived from its actions."""
+        caps: set[str] = set()
+        for action in self.actions():
+            if action.kind in _CAPABILITY:
+                caps.add(_CAPABILITY[action.kind])
+            elif action.kind == "gather":
+                for word in str(action.args.get("input", "speech")).split():
+                    caps.add(f"gather.{word}")
+        return frozenset(caps)
