@@ -68,25 +68,28 @@ class _Doc:
         self.own: Any = None
 
     def where(self, path: Path) -> Path:
-        if self.messages_tts is not None and path[:1] == ("tts",) and not _has(self.own, path):
-            if _has({"tts": self.messages_tts}, path):
-                return ("messages", *path)
+        in_messages = (self.messages_tts is not None and path[:1] == ("tts",)
+                       and not _has(self.own, path) and _has({"tts": self.messages_tts}, path))
+        if in_messages:
+            return ("messages", *path)
         return (*self.prefix, *path)
 
     def problem(self, issue: Issue, *, absolute: bool = False) -> Problem:
         full = issue.path if absolute else self.where(issue.path)
-        return Problem(self.file, self.parsed.line(full), json_path(full), issue.message,
+        line_path = full
+        if issue.line_of is not None and full not in self.parsed.lines:
+            line_path = self.where(issue.line_of)
+        return Problem(self.file, self.parsed.line(line_path), json_path(full), issue.message,
                        issue.warning)
 
 
 def _has(data: Any, path: Path) -> bool:
     for part in path:
-        if isinstance(data, Mapping) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
+        found = (isinstance(data, Mapping) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and part < len(data))
+        if not found:
             return False
+        data = data[part]
     return True
 
 
@@ -230,12 +233,10 @@ def _unwrap(file: str, parsed: Parsed, problems: list[Problem],
             return _Doc(file, parsed, prefix, None), None, True
     entry = node
     enabled = entry.get("enabled", True)
-    ok = True
     if not isinstance(enabled, bool):
         problems.append(Problem(file, parsed.line((*prefix, "enabled")),
                                 json_path((*prefix, "enabled")),
                                 f"expected boolean, got {schema_pass.show(enabled, ())}"))
-        ok = False
     for key in entry:
         if key not in ("enabled", "config", "hooks", "apiKey", "env"):
             hint = " (did you mean 'config'?)" if key.lower().startswith("conf") else ""
@@ -246,15 +247,16 @@ def _unwrap(file: str, parsed: Parsed, problems: list[Problem],
         problems.append(Problem(file, parsed.line((*prefix, "config")),
                                 json_path((*prefix, "config")),
                                 f"expected object, got {schema_pass.type_name(config)}"))
-        ok = False
+        config = {}
     messages = data.get("messages")
     tts = messages.get("tts") if isinstance(messages, dict) else None
-    if messages is not None and not isinstance(messages, dict):
-        problems.append(Problem(file, parsed.line(("messages",)), "$.messages",
-                                f"expected object, got {schema_pass.type_name(messages)}"))
-        ok = False
+    for where, value in ((("messages",), messages), (("messages", "tts"), tts)):
+        if value is not None and not isinstance(value, dict):
+            problems.append(Problem(file, parsed.line(where), json_path(where),
+                                    f"expected object, got {schema_pass.type_name(value)}"))
     doc = _Doc(file, parsed, (*prefix, "config"), tts)
-    return doc, (dict(config) if ok else None), enabled is not False
+    # Keep checking after an envelope error, so one run reports everything.
+    return doc, dict(config), enabled is not False
 
 
 def _is_openclaw(data: dict[str, Any]) -> bool:

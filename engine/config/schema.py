@@ -40,6 +40,7 @@ class Issue:
     path: Path
     message: str
     warning: bool = False
+    line_of: Path | None = None   # locate the line here when ``path`` is not in the file
 
 
 @functools.lru_cache(maxsize=1)

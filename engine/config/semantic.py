@@ -30,6 +30,7 @@ IGNORED_TTS_KEYS = ("auto", "enabled", "mode", "summaryModel", "modelOverrides",
                     "maxTextLength", "timeoutMs")
 PCM_LESS_TTS = ("edge", "microsoft")
 FUNNEL_PORTS = (443, 8443, 10000)
+_PROVIDER: Path = ("provider",)
 
 
 def is_local_host(host: str | None) -> bool:
@@ -90,17 +91,18 @@ def _credentials(data: dict[str, Any]) -> list[Issue]:
     for path, env, what in CREDENTIALS.get(provider, []):
         if not data.get(path[0], {}).get(path[1]):
             issues.append(Issue(path, f"provider {provider} needs {what}: set "
-                                      f"{'.'.join(map(str, path))} or {env}"))
+                                      f"{'.'.join(map(str, path))} or {env}", line_of=_PROVIDER))
     if provider == "telnyx" and not data["telnyx"].get("publicKey") \
             and not data.get("skipSignatureVerification"):
         issues.append(Issue(("telnyx", "publicKey"),
                             "provider telnyx needs the webhook public key to verify events: set "
                             "telnyx.publicKey or TELNYX_PUBLIC_KEY (skipSignatureVerification: "
-                            "true only for local testing)"))
+                            "true only for local testing)", line_of=_PROVIDER))
     if not data.get("fromNumber"):
         env = " or TWILIO_FROM_NUMBER" if provider == "twilio" else ""
         issues.append(Issue(("fromNumber",), f"provider {provider} needs fromNumber, the E.164 "
-                                             f"number calls come from: set fromNumber{env}"))
+                                             f"number calls come from: set fromNumber{env}",
+                            line_of=_PROVIDER))
     return issues
 
 
@@ -166,8 +168,9 @@ def _exposure(data: dict[str, Any]) -> list[Issue]:
             issues.append(Issue(("publicUrl",), "must be an http(s) URL, e.g. "
                                                 "https://voice.example.com/voice/webhook"))
         elif parts.path in ("", "/") and data["serve"]["path"] != "/":
+            host = parts.hostname + (f":{parts.port}" if parts.port else "")
             issues.append(Issue(("publicUrl",), "must include the webhook path, e.g. "
-                                                f"https://{parts.netloc}{data['serve']['path']}"))
+                                                f"{parts.scheme}://{host}{data['serve']['path']}"))
     tunnel, mode = data["tunnel"]["provider"], data["tailscale"]["mode"]
     if mode != "off" and tunnel != "none" and tunnel != f"tailscale-{mode}":
         issues.append(Issue(("tailscale", "mode"),
@@ -181,7 +184,7 @@ def _exposure(data: dict[str, Any]) -> list[Issue]:
     if tunnel != "ngrok":
         for key in ("ngrokDomain", "allowNgrokFreeTierLoopbackBypass"):
             if data["tunnel"].get(key):
-                issues.append(Issue(("tunnel", key), f"has no effect unless "
+                issues.append(Issue(("tunnel", key), "has no effect unless "
                                                      "tunnel.provider is 'ngrok'", warning=True))
     if data.get("skipSignatureVerification"):
         issues.append(Issue(("skipSignatureVerification",),

@@ -9,6 +9,7 @@ because neither ``json`` nor ``json5`` reports positions of parsed values.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -59,7 +60,9 @@ def parse(text: str, fmt: str) -> Parsed:
         try:
             located = yamlio.load(text)
         except yamlio.YamlSyntaxError as exc:
-            raise SourceSyntaxError(str(exc), exc.line or 1) from None
+            # An error "at the end of the stream" would name a line past the last one.
+            last = max(1, len(text.rstrip("\n").splitlines()))
+            raise SourceSyntaxError(str(exc), min(exc.line or 1, last)) from None
         return Parsed(located.data, dict(located.lines), list(located.duplicates))
     return _parse_json5(text, "JSON" if fmt == "json" else "JSON5")
 
@@ -83,11 +86,9 @@ def _parse_json5(text: str, label: str) -> Parsed:
     except RecursionError:
         raise SourceSyntaxError(f"invalid {label}: nested too deeply", 1) from None
     parsed = Parsed(data)
-    try:
+    # Lines are best effort; a scanner miss must never hide the real problems.
+    with contextlib.suppress(IndexError, ValueError, RecursionError):
         _Scanner(text, parsed).run()
-    except (IndexError, ValueError, RecursionError):
-        # Lines are best effort; a scanner miss must never hide the real problems.
-        pass
     return parsed
 
 
