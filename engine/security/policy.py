@@ -118,10 +118,13 @@ PORT_RE = re.compile(r"[0-9]{1,5}")
 
 
 def valid_host(value: str) -> str | None:
-    """``host[:port]`` lower-cased if it is an RFC 1123 name, IPv4 or [IPv6]
-    with an optional port 1-65535; None otherwise."""
-    text = value.strip().lower()
-    if not text or len(text) > 300 or any(c in text for c in "@/\\ \t?#"):
+    """``host[:port]`` (stripped, case kept: it is part of the signed URL) if it
+    is an ASCII RFC 1123 name, IPv4 or [IPv6] with an optional port 1-65535;
+    None otherwise."""
+    original = value.strip()
+    text = original.lower()
+    if (not text or len(text) > 300 or not original.isascii()
+            or any(c in text for c in "@/\\ \t?#")):
         return None
     if text.startswith("["):
         end = text.find("]")
@@ -141,7 +144,7 @@ def valid_host(value: str) -> str | None:
         port = rest[1:]
         if not rest.startswith(":") or not PORT_RE.fullmatch(port) or not 0 < int(port) < 65536:
             return None
-    return text
+    return original
 
 
 def split_port(host: str) -> tuple[str, str | None]:

@@ -67,8 +67,9 @@ class ReplayCache:
     def add(self, key: str) -> None:
         now = self._clock()
         self._prune(now)
-        if key in self._seen:
+        if key in self:
             return
+        self._seen.pop(key, None)        # expired but not yet pruned (clock stepped back)
         self._seen[key] = now
         while len(self._seen) > self.max_keys:
             self._seen.popitem(last=False)

@@ -66,7 +66,8 @@ def signed_url(policy: SecurityPolicy, *, scheme: str, host: str, path_qs: str,
             if has_port is None and port != _DEFAULT_PORT[scheme]:
                 final_host = f"{name}:{port}"
     elif fwd_raw is not None:
-        log.debug("forwarding headers from %s ignored (host %s)", show_untrusted(peer), show_untrusted(fwd_raw))
+        log.debug("forwarding headers from %s ignored (host %s)",
+                  show_untrusted(peer), show_untrusted(fwd_raw))
     if final_host is None:
         final_host = valid_host(host)
         if final_host is None:
@@ -85,8 +86,9 @@ def forwarding_trusted(policy: SecurityPolicy, forwarded_host: str | None, peer:
     ip = parse_ip(peer)
     ngrok = policy.ngrok_loopback and ip is not None and ip.is_loopback
     if forwarded_host is not None and policy.allowed_hosts:
-        name, _ = split_port(forwarded_host)
-        host_ok = forwarded_host in policy.allowed_hosts or name in policy.allowed_hosts
+        lowered = forwarded_host.lower()
+        name, _ = split_port(lowered)
+        host_ok = lowered in policy.allowed_hosts or name in policy.allowed_hosts
     else:
         host_ok = policy.trust_forwarding_headers or ngrok
     proxy_ok = ngrok or not policy.trusted_proxy_ips or policy.peer_is_trusted_proxy(peer)
