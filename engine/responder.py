@@ -286,22 +286,22 @@ class OfflineResponder:
         return None
 
 
-def _setting(settings: Any, key: str) -> Any:
-    try:
-        return settings.get(key)
-    except (KeyError, LookupError):
-        return None
-
-
 def make_responder(settings: Any) -> Responder:
-    """``OpenAIResponder`` when ``responseModel`` and ``response.apiKey`` are set
-    (the config loader merges the OpenAI key there), else ``OfflineResponder``."""
-    model = _setting(settings, "responseModel")
-    api_key = _setting(settings, "response.apiKey")
-    if not (model and api_key):
+    """``OpenAIResponder`` when ``responseModel`` and an API key are set, else
+    ``OfflineResponder``. The key is ``response.apiKey`` (the config loader merges
+    ``OPENAI_API_KEY`` there), or ``tts.openai.apiKey`` when no ``response.baseUrl``
+    points elsewhere: an OpenAI key is only ever sent to OpenAI."""
+    model = settings.get("responseModel")
+    base_url = settings.get("response.baseUrl")
+    api_key = settings.get("response.apiKey") or (
+        None if base_url else settings.get("tts.openai.apiKey"))
+    if not model:
         return OfflineResponder()
-    timeout_ms = _setting(settings, "responseTimeoutMs") or 30000
-    return OpenAIResponder(api_key=api_key, model=model,
-                           base_url=_setting(settings, "response.baseUrl"),
+    if not api_key:
+        log.warning("responseModel %r is set but no API key (response.apiKey or OPENAI_API_KEY); "
+                    "replies come from the offline responder", model)
+        return OfflineResponder()
+    timeout_ms = settings.get("responseTimeoutMs") or 30000
+    return OpenAIResponder(api_key=api_key, model=model, base_url=base_url,
                            timeout_s=float(timeout_ms) / 1000.0,
-                           system_prompt=_setting(settings, "responseSystemPrompt"))
+                           system_prompt=settings.get("responseSystemPrompt"))

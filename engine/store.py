@@ -180,6 +180,10 @@ class Store:
         if events and record is None:
             raise StoreError("events need the record they belong to")
         rec_json = _dumps(record.to_storage()) if record is not None else None
+        if any("at" not in e or "type" not in e for e in events):
+            raise StoreError("every event needs 'at' and 'type' (and optional 'data')")
+        if audit is not None and "kind" not in audit:
+            raise StoreError("an audit row needs a 'kind'")
         ev_rows = [(float(e["at"]), e["type"], _dumps(e.get("data", {}))) for e in events]
         audit_row = None
         if audit is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from voicecall.engine.config.settings import Settings
 from voicecall.engine.errors import VoiceCallError
 from voicecall.engine.responder import (
     OfflineResponder,
@@ -118,27 +119,29 @@ async def test_offline_responder_is_deterministic() -> None:
 
 # ---- make_responder -----------------------------------------------------------
 
-class FakeSettings:
-    def __init__(self, **values: Any):
-        self.values = values
-
-    def get(self, key: str) -> Any:
-        return self.values.get(key)
-
-
-def test_make_responder_chooses_by_settings() -> None:
-    assert isinstance(make_responder(FakeSettings()), OfflineResponder)
-    assert isinstance(make_responder(FakeSettings(responseModel="openai/gpt-4o-mini")),
+def test_make_responder_chooses_by_settings(caplog: pytest.LogCaptureFixture) -> None:
+    assert isinstance(make_responder(Settings({})), OfflineResponder)
+    assert isinstance(make_responder(Settings({"response": {"apiKey": "sk-x"}})), OfflineResponder)
+    assert isinstance(make_responder(Settings({"responseModel": "openai/gpt-4o-mini"})),
                       OfflineResponder)
-    r = make_responder(FakeSettings(**{"responseModel": "openai/gpt-4o-mini",
-                                       "response.apiKey": "sk-secret-123",
-                                       "responseTimeoutMs": 1500,
-                                       "response.baseUrl": "http://127.0.0.1:9/v1",
-                                       "responseSystemPrompt": "Be terse."}))
+    assert "no API key" in caplog.text
+    r = make_responder(Settings({"responseModel": "openai/gpt-4o-mini",
+                                 "response": {"apiKey": "sk-secret-123",
+                                              "baseUrl": "http://127.0.0.1:9/v1"},
+                                 "responseTimeoutMs": 1500, "responseSystemPrompt": "Be terse."}))
     assert isinstance(r, OpenAIResponder)
     assert (r.model, r.timeout_s, r.base_url, r.system_prompt) == (
         "openai/gpt-4o-mini", 1.5, "http://127.0.0.1:9/v1", "Be terse.")
     assert "sk-secret" not in repr(r)
+
+
+def test_make_responder_reuses_the_tts_openai_key_only_for_openai() -> None:
+    tts = {"openai": {"apiKey": "sk-tts"}}
+    r = make_responder(Settings({"responseModel": "gpt-4o", "tts": tts}))
+    assert isinstance(r, OpenAIResponder) and r.base_url is None and r.timeout_s == 30.0
+    elsewhere = Settings({"responseModel": "acme/m", "tts": tts,
+                          "response": {"baseUrl": "https://llm.example.test/v1"}})
+    assert isinstance(make_responder(elsewhere), OfflineResponder)
 
 
 def test_openai_responder_refuses_bad_arguments() -> None:

@@ -181,9 +181,14 @@ async def test_flows_and_audit(store: Store) -> None:
     assert [r["at"] for r in await store.audit_rows("rpc.call")] == [5.0]
 
 
-async def test_events_without_a_record_are_refused(store: Store) -> None:
+async def test_malformed_commits_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="events need the record"):
         await store.commit(None, events=[ev("call.initiated")])
+    with pytest.raises(StoreError, match="needs 'at' and 'type'"):
+        await store.commit(make_record(), events=[{"type": "dtmf"}])
+    with pytest.raises(StoreError, match="needs a 'kind'"):
+        await store.commit(None, audit={"data": {}})
+    assert await store.get("c1") is None
 
 
 async def test_file_modes_and_migrations(tmp_path: Path) -> None:
