@@ -150,9 +150,15 @@ class Store:
         def prepare() -> sqlite3.Connection:
             secure_directory(directory)
             _secure_file(directory / DB_NAME)
-            conn = _connect(directory / DB_NAME, check_same_thread=False)
+            try:
+                conn = _connect(directory / DB_NAME, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open call store {directory / DB_NAME}: {exc}") from exc
             try:
                 migrate(conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"cannot prepare call store {directory / DB_NAME}: {exc}") from exc
             except BaseException:
                 conn.close()
                 raise

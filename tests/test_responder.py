@@ -269,3 +269,14 @@ async def test_wrong_key_is_refused_without_leaking_it(fake: FakeOpenAI,
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert "98765" not in caplog.text
     assert fake.requests == []
+
+
+async def test_unreachable_server_fails_cleanly(fake: FakeOpenAI) -> None:
+    url = fake.base_url
+    await fake.close()  # nothing listens on that loopback port any more
+    r = OpenAIResponder(api_key="sk-x", base_url=url, max_retries=0, timeout_s=10.0)
+    try:
+        with pytest.raises(ResponderError, match="APIConnectionError"):
+            await r.reply(request(("caller", "hi")))
+    finally:
+        await r.close()

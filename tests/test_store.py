@@ -211,6 +211,12 @@ async def test_file_modes_and_migrations(tmp_path: Path) -> None:
         await Store.open(directory)
 
 
+async def test_a_file_that_is_not_sqlite_is_refused_clearly(tmp_path: Path) -> None:
+    (tmp_path / DB_NAME).write_bytes(b"this is not a database, just some bytes" * 100)
+    with pytest.raises(StoreError, match=r"cannot (open|prepare) call store .*not a database"):
+        await Store.open(tmp_path)
+
+
 async def test_existing_loose_directory_is_tightened(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     s = await Store.open(tmp_path)
