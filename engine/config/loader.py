@@ -191,13 +191,16 @@ def _check(file: str, base_dir: FsPath | None, parsed: Parsed, env: Mapping[str,
     if messages_tts is not None:
         plugin["tts"] = deep_merge(messages_tts, own_tts)
     plugin["enabled"] = bool(plugin.get("enabled", True) and entry_enabled)
-    issues += schema_issues + _merge_env(plugin, env)
+    env_issues = _merge_env(plugin, env)
+    issues += schema_issues + env_issues
     schema_pass.fill_defaults(plugin)
     plugin["store"] = _store(plugin.get("store"), base_dir, env)
-    issues += semantic.check(plugin, own_tts)
+    # A bad value from the environment already explains why the key is unset.
+    env_paths = {issue.path for issue in env_issues}
+    issues += [i for i in semantic.check(plugin, own_tts) if i.path not in env_paths]
     flow_issues, flow_problems, plugin["flows"]["paths"] = check_flows(plugin, base_dir)
     problems += [doc.problem(issue) for issue in issues + flow_issues] + flow_problems
-    problems = _ordered(problems)
+    problems = _ordered(problems, file)
     if any(not p.warning for p in problems):
         return None, problems
     warnings = tuple(p for p in problems if p.warning)
@@ -325,7 +328,12 @@ def _expand_user(text: str, env: Mapping[str, str]) -> FsPath:
     return FsPath(text).expanduser()
 
 
-def _ordered(problems: list[Problem]) -> list[Problem]:
+def _ordered(problems: list[Problem], file: str) -> list[Problem]:
+    """Unique, the config file's own problems first (by line), then flow files."""
     seen: set[Problem] = set()
-    unique = [p for p in problems if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
-    return sorted(unique, key=lambda p: (p.file, p.line or 0))
+    unique = []
+    for problem in problems:
+        if problem not in seen:
+            seen.add(problem)
+            unique.append(problem)
+    return sorted(unique, key=lambda p: (p.file != file, p.file, p.line or 0))
