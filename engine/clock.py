@@ -63,3 +63,22 @@ class VirtualClock:
     @property
     def pending(self) -> int:
         return sum(1 for *_, f in self._sleepers if not f.done())
+
+
+class ScaledClock:
+    """Real time running ``1/scale`` times faster: a 10 s pause takes
+    ``10 * scale`` real seconds. Simulations, the demo and end-to-end tests
+    share one instance between the runtime and the carrier."""
+
+    def __init__(self, scale: float = 0.01, start: float = 1_800_000_000.0):
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale!r}")
+        self.scale = scale
+        self._start = start
+        self._t0 = time.monotonic()
+
+    def now(self) -> float:
+        return self._start + (time.monotonic() - self._t0) / self.scale
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) * self.scale)

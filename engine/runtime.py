@@ -1,0 +1,535 @@
+"""VoiceCallRuntime: the sessions, the webhook entry point, the control verbs.
+
+One runtime per store. ``start()`` opens the store, restores live calls and
+their timers, starts the webhook listener (and, for the mock carrier, the
+carrier itself on loopback); ``stop()`` drains and closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .clock import Clock, RealClock
+from .engine import CallEngine
+from .errors import (
+    CallEnded,
+    CallNotConnected,
+    CallNotFound,
+    CarrierFailed,
+    ConcurrencyLimit,
+    DestinationNotAllowed,
+    InvalidParams,
+    ProviderError,
+    VoiceCallError,
+)
+from .events import Event
+from .machine import CallModel, FlowMachine
+from .program import Program, Step
+from .record import CallRecord
+from .session import Session, new_token
+
+if TYPE_CHECKING:
+    from voicecall.providers.base import CallUrls, Provider, Reply, WebhookRequest
+
+    from .config import Settings
+    from .flows import Flow, FlowLibrary
+    from .responder import Responder
+    from .store import RuntimeLock, Store
+
+log = logging.getLogger("voicecall.runtime")
+
+DOCUMENT_TYPES = frozenset({"voice", "gather", "noinput", "resume", "redirect"})
+DTMF_RE = re.compile(r"^[0-9*#wW]{1,64}$")
+MODE_FLOWS = {"notify": "notify", "conversation": "conversation"}
+INBOUND_FLOW = "inbound_greeting"
+SUPERVISOR_FLOW = "reaper"
+DEFAULT_GREETING = "Hello! How can I help you today?"
+
+
+class VoiceCallRuntime:
+    """The whole engine in one asyncio process; embeddable in a host app."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, provider: Provider | None = None,
+                 responder: Responder | None = None, flows: FlowLibrary | None = None,
+                 provider_options: Mapping[str, Any] | None = None):
+        self.settings = settings
+        self.clock = clock or RealClock()
+        self._provider = provider
+        self._responder = responder
+        self._flows = flows
+        self._provider_options = dict(provider_options or {})
+        self.sessions: dict[str, Session] = {}
+        self._by_provider_id: dict[str, Session] = {}
+        self._refused: set[str] = set()
+        self._machines: dict[str, FlowMachine] = {}
+        self._store: Store | None = None
+        self._lock: RuntimeLock | None = None
+        self._engine: CallEngine | None = None
+        self._webhook: Any = None
+        self.mock_carrier: Any = None
+        self.public_url: str = ""
+        self.webhook_port: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def provider(self) -> Provider:
+        assert self._provider is not None, "runtime not started"
+        return self._provider
+
+    @property
+    def flows(self) -> FlowLibrary:
+        if self._flows is None:
+            from pathlib import Path
+
+            from .flows import FlowLibrary
+
+            self._flows = FlowLibrary([Path(p) for p in self.settings.get("flows.paths", ()) or ()])
+        return self._flows
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "runtime not started"
+        return self._store
+
+    @property
+    def engine(self) -> CallEngine:
+        assert self._engine is not None, "runtime not started"
+        return self._engine
+
+    async def start(self, *, webhook: bool = True) -> None:
+        from .responder import make_responder
+        from .store import Store, acquire_runtime_lock
+
+        store_dir = self.settings.store_dir
+        store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = acquire_runtime_lock(store_dir)
+        try:
+            self._store = await Store.open(store_dir)
+            if webhook:
+                from .server import WebhookServer
+
+                self._webhook = WebhookServer(self)
+                self.webhook_port = await self._webhook.start()
+            self.public_url = self._public_url()
+            if self._provider is None:
+                self._provider = await self._make_provider()
+            self._responder = self._responder or make_responder(self.settings)
+            self._engine = CallEngine(
+                provider=self.provider, store=self.store, clock=self.clock, responder=self._responder,
+                config=self.settings.template_context(), urls_for=self.urls_for, on_finished=self._finished,
+            )
+            await self._restore()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop taking webhooks, let in-flight work settle, persist, close."""
+        if self._webhook is not None:
+            await self._webhook.stop()
+            self._webhook = None
+        if self._engine is not None:
+            for s in list(self.sessions.values()):
+                for task in s.timers.values():
+                    task.cancel()
+            pending = [t for t in self._engine.background if not t.get_name().startswith("timer ")]
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            for task in list(self._engine.background):
+                task.cancel()
+            for s in list(self.sessions.values()):
+                async with s.lock:
+                    await self._engine.persist(s)
+        if self._provider is not None:
+            await self._provider.close()
+        if self.mock_carrier is not None:
+            await self.mock_carrier.stop()
+            self.mock_carrier = None
+        if self._responder is not None:
+            await self._responder.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def __aenter__(self) -> VoiceCallRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _make_provider(self) -> Provider:
+        from voicecall.providers.base import provider_class
+
+        name = self.settings.provider
+        options = dict(self._provider_options)
+        if name == "mock" and "api_base_url" not in options:
+            from voicecall.providers.mock import MockCarrier
+
+            from .security import load_or_create_mock_secret
+
+            self.mock_carrier = MockCarrier(secret=load_or_create_mock_secret(self.settings.store_dir),
+                                            clock=self.clock)
+            options["api_base_url"] = await self.mock_carrier.start()
+        cls = provider_class(name)
+        return cls(self.settings, store_dir=self.settings.store_dir, clock=self.clock, **options)
+
+    def _public_url(self) -> str:
+        configured = self.settings.get("publicUrl")
+        if configured:
+            return str(configured)
+        bind = str(self.settings.get("serve.bind", "127.0.0.1"))
+        host = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
+        host = f"[{host}]" if ":" in host else host
+        port = self.webhook_port or self.settings.get("serve.port", 3334)
+        return f"http://{host}:{port}{self.settings.get('serve.path', '/voice/webhook')}"
+
+    def urls_for(self, call_id: str) -> CallUrls:
+        from voicecall.providers.base import CallUrls
+
+        return CallUrls(self.public_url, call_id)
+
+    # ------------------------------------------------------------ sessions
+
+    def _machine(self, flow: Flow) -> FlowMachine:
+        machine = self._machines.get(flow.hash)
+        if machine is None:
+            machine = self._machines[flow.hash] = FlowMachine(flow)
+        return machine
+
+    def _session(self, record: CallRecord, flow: Flow) -> Session:
+        machine = self._machine(flow)
+        s = Session(record, flow, machine, CallModel(record.state))
+        if SUPERVISOR_FLOW in self.flows.names():
+            sup = self.flows.get(SUPERVISOR_FLOW)
+            s.supervisor = self._machine(sup)
+            s.sup_model = CallModel(record.supervisor_state or sup.initial)
+            record.supervisor_state = s.sup_model.state
+        self.sessions[record.call_id] = s
+        if record.provider_call_id:
+            self._by_provider_id[record.provider_call_id] = s
+        return s
+
+    def _finished(self, s: Session) -> None:
+        self.sessions.pop(s.call_id, None)
+        if s.record.provider_call_id:
+            self._by_provider_id.pop(s.record.provider_call_id, None)
+
+    def _find(self, event: Event) -> Session | None:
+        s = self.sessions.get(event.call_id or "")
+        if s is None and event.provider_call_id:
+            s = self._by_provider_id.get(event.provider_call_id)
+        if s is not None and event.provider_call_id and not s.record.provider_call_id:
+            s.record.provider_call_id = event.provider_call_id
+            self._by_provider_id[event.provider_call_id] = s
+        return s
+
+    async def _restore(self) -> None:
+        """Bring back live calls and their timers; overdue timers fire first, in order."""
+        from .errors import FlowError
+        from .flows import load_flow_text
+
+        by_hash: dict[str, Flow] = {}
+        for record in await self.store.live_calls():
+            flow = by_hash.get(record.flow_hash)
+            if flow is None:
+                stored = await self.store.get_flow(record.flow_hash)
+                if stored is None:
+                    log.error("call %s: its flow %s is not in the store; cannot restore", record.call_id, record.flow)
+                    continue
+                try:
+                    flow = by_hash[record.flow_hash] = load_flow_text(stored[1], file=f"<stored {stored[0]}>")
+                except FlowError as exc:
+                    log.error("call %s: stored flow no longer loads: %s", record.call_id, exc)
+                    continue
+            s = self._session(record, flow)
+            s.fetch_expected = True
+            for timer in sorted(record.timers, key=lambda t: t.due):
+                self.engine.schedule_timer(s, timer)
+            log.info("restored call %s in state %s", record.call_id, record.state)
+
+    # ------------------------------------------------------------ webhooks
+
+    async def handle_webhook(self, req: WebhookRequest, replay_key: str | None) -> Reply:
+        """Run a verified carrier request through the engine; return the reply.
+
+        ``replay_key`` is None for a replayed request: no side effects, but a
+        live call still gets a harmless document, never an empty one.
+        """
+        kind = req.q("type") or ""
+        events = self.provider.parse(req)
+        wants_document = kind in DOCUMENT_TYPES
+        if replay_key is None:
+            s = next((x for x in map(self._find, events) if x), self.sessions.get(req.q("callId") or ""))
+            return self._idle_reply(s, req) if wants_document else self.provider.ack(req)
+        session: Session | None = self.sessions.get(req.q("callId") or "")
+        for event in events:
+            s = self._find(event)
+            if s is None and event.type == "call.initiated" and event.data.get("direction") == "inbound":
+                refused = await self._inbound(event)
+                if isinstance(refused, Program):
+                    await self.store.commit(None, replay_key=replay_key)
+                    return self.provider.render(refused, self.urls_for(event.call_id or ""))
+                s = refused
+                events_after = [Event("call.answered", {}, s.call_id, event.provider_call_id)]
+            else:
+                events_after = []
+            if s is None:
+                log.info("webhook %s for an unknown call (%s): ignored", event.type,
+                         event.call_id or event.provider_call_id)
+                continue
+            session = s
+            async with s.lock:
+                for e in (event, *events_after):
+                    await self.engine.dispatch(s, e)
+        if session is None:
+            await self.store.commit(None, replay_key=replay_key)
+            return self._idle_reply(None, req) if wants_document else self.provider.ack(req)
+        async with session.lock:
+            program = self.engine.take_program(session) if wants_document else None
+            if not wants_document and session.outbox:
+                pending = self.engine.take_program(session)
+                if pending is not None:
+                    self.engine._deliver_later(session, pending)
+            session.changed = True
+            await self.engine.persist(session, replay_key)
+            if not wants_document:
+                return self.provider.ack(req)
+            if program is None:
+                return self._idle_reply(session, req)
+            self.engine.mark_delivered(session, program)
+            return self.provider.render(program, self.urls_for(session.call_id))
+
+    def _idle_reply(self, s: Session | None, req: WebhookRequest) -> Reply:
+        """A document when nothing new is due: keep a live call alive, end a dead one."""
+        if s is None or s.record.terminal:
+            program = Program("ended", (Step("hangup", {}),))
+            return self.provider.render(program, self.urls_for(s.call_id if s else req.q("callId") or ""))
+        program = Program(s.record.state, (Step("keepalive", {"seconds": self.engine.keepalive_seconds(s)}),))
+        self.engine.mark_delivered(s, program)
+        return self.provider.render(program, self.urls_for(s.call_id))
+
+    async def _inbound(self, event: Event) -> Session | Program:
+        from .inbound import decide
+
+        caller, dialed = event.data.get("from"), event.data.get("to")
+        decision = decide(self.settings, caller, dialed)
+        pid = event.provider_call_id or ""
+        if not decision.accepted:
+            if pid not in self._refused:
+                self._refused.add(pid)
+                await self.store.commit(None, audit={
+                    "kind": "inbound_refused", "providerCallId": pid, "from": caller, "to": dialed,
+                    "reason": decision.reason, "at": self.clock.now()})
+                log.warning("refused inbound call from %s: %s", caller, decision.reason)
+            return Program("refused", (Step("reject", {"reason": "rejected"}),))
+        route = dict(decision.route or {})
+        flow = self.flows.get(str(route.get("flow") or INBOUND_FLOW))
+        greeting = route.get("inboundGreeting") or self.settings.get("inboundGreeting") or DEFAULT_GREETING
+        record = self._new_record(flow, direction="inbound", from_number=decision.caller or str(caller),
+                                  to_number=str(dialed or ""), message=str(greeting), vars_={})
+        record.provider_call_id = pid or None
+        record.route = str(dialed) if decision.route else None
+        await self.store.put_flow(flow.hash, flow.name, flow.source)
+        s = self._session(record, flow)
+        record.rank = 1
+        return s
+
+    def _new_record(self, flow: Flow, *, direction: str, from_number: str, to_number: str,
+                    message: str | None, vars_: Mapping[str, Any]) -> CallRecord:
+        now = self.clock.now()
+        return CallRecord(
+            call_id=str(uuid.uuid4()), provider=self.settings.provider, direction=direction,  # type: ignore[arg-type]
+            mode=flow.mode, flow=flow.name, state=flow.initial, from_number=from_number, to_number=to_number,
+            started_at=now, flow_hash=flow.hash, message=message, vars=dict(vars_), last_activity_at=now,
+            turn=new_token(), agent_id=self.settings.get("agentId"), session_scope=self.settings.get("sessionScope"),
+        )
+
+    # ------------------------------------------------------------ control verbs
+
+    async def initiate(self, *, to: str | None = None, message: str | None = None, mode: str | None = None,
+                       flow: str | None = None, vars: Mapping[str, Any] | None = None,
+                       dtmf_sequence: str | None = None) -> str:
+        """Place an outbound call; returns its callId once the carrier accepted it."""
+        from .errors import FlowError
+        from .flows import validate_vars
+        from .inbound import normalise_e164
+
+        target = normalise_e164(to or self.settings.get("toNumber"))
+        if target is None:
+            raise InvalidParams(f"'to' must be an E.164 number like +15550001234, got {to!r}"
+                                if to else "no 'to' number given and no toNumber configured")
+        allow = tuple(self.settings.get("outbound.allowTo", ()) or ())
+        if allow and not any(target.startswith(prefix) for prefix in allow):
+            raise DestinationNotAllowed(f"{target} is not allowed by outbound.allowTo", to=target)
+        mode = mode or self.settings.get("outbound.defaultMode", "notify")
+        name = flow or MODE_FLOWS.get(str(mode))
+        if name is None:
+            raise InvalidParams(f"unknown mode {mode!r}: use notify or conversation")
+        try:
+            chosen = self.flows.get(name)
+        except (KeyError, FlowError) as exc:
+            raise InvalidParams(str(exc).strip("'\"")) from None
+        if chosen.kind != "call":
+            raise InvalidParams(f"flow {name!r} is a {chosen.kind} flow and cannot drive a call")
+        if chosen.mode == "notify" and not (message or "").strip():
+            raise InvalidParams("a notify call needs a message")
+        if dtmf_sequence:
+            if chosen.mode == "notify":
+                raise InvalidParams("dtmfSequence works with conversation calls; use dtmf on the live call")
+            if not DTMF_RE.match(dtmf_sequence):
+                raise InvalidParams("dtmfSequence may hold only 0-9, *, # and w")
+        if problems := validate_vars(chosen, dict(vars or {})):
+            raise InvalidParams("invalid vars: " + "; ".join(problems))
+        limit = int(self.settings.get("maxConcurrentCalls", 1))
+        if len(self.sessions) >= limit:
+            raise ConcurrencyLimit(f"maximum concurrent calls ({limit}) reached", limit=limit)
+        record = self._new_record(chosen, direction="outbound", from_number=str(self.settings.get("fromNumber") or
+                                  "+15550000000"), to_number=target, message=message, vars_=vars or {})
+        record.dtmf_sequence = dtmf_sequence
+        s = self._session(record, chosen)   # reserves the slot before any await
+        try:
+            await self.store.put_flow(chosen.hash, chosen.name, chosen.source)
+            await self.store.commit(record, events=[{"at": record.started_at, "type": "rpc.initiate",
+                                                     "data": {"flow": chosen.name, "to": target}}])
+            opening = self._opening(s)
+            from voicecall.providers.base import PlaceRequest
+
+            request = PlaceRequest(
+                call_id=record.call_id, from_number=record.from_number, to_number=target,
+                urls=self.urls_for(record.call_id), opening=opening,
+                ring_timeout_s=max(1, int(self.settings.get("ringTimeoutMs", 30000)) // 1000),
+                time_limit_s=int(self.settings.get("maxDurationSeconds", 300)), send_digits=dtmf_sequence,
+            )
+            s.opening_sent = opening is not None
+            s.fetch_expected = opening is None or opening.steps[-1].kind in ("keepalive", "redirect")
+            provider_call_id = await self.provider.place(request)
+        except ProviderError as exc:
+            async with s.lock:
+                s.pending_end_reason = "failed"
+                self.engine._finish(s, "failed", None)
+                s.changed = True
+                await self.engine.persist(s)
+            raise CarrierFailed(f"the carrier refused the call: {exc}", provider=self.settings.provider) from None
+        except BaseException:
+            self._finished(s)
+            raise
+        async with s.lock:
+            if not record.provider_call_id:
+                record.provider_call_id = provider_call_id
+            self._by_provider_id[provider_call_id] = s
+            s.changed = True
+            await self.engine.persist(s)
+        return record.call_id
+
+    def _opening(self, s: Session) -> Program | None:
+        """The opening state's program, rendered at placement so it can go inline."""
+        from .flows import render_actions
+
+        state = next((st for st in s.flow.states.values() if st.opening), None)
+        if state is None:
+            return None
+        steps = [st for st in render_actions(state.do, s.context(self.engine.config, None, state.name))
+                 if st.kind not in ("goto",)]
+        program = Program(state.name, tuple(steps))
+        if not program.ends_call:
+            program = program.with_keepalive(0 if state.goto else 2)
+        limit = getattr(self.provider, "inline_limit", None)
+        if limit is not None and len(self.provider.render(program, self.urls_for(s.call_id)).body) > limit:
+            return None
+        return program
+
+    def _live(self, call_id: str) -> Session:
+        if not call_id:
+            raise InvalidParams("callId is required")
+        s = self.sessions.get(call_id)
+        if s is None:
+            raise CallNotFound(f"no active call {call_id}", callId=call_id)
+        return s
+
+    async def _rpc(self, call_id: str, event: Event, *, needs_answer: bool = True) -> Session:
+        s = self._live(call_id)
+        if needs_answer and s.record.answered_at is None:
+            raise CallNotConnected(f"call {call_id} is not connected yet ({s.record.state})", state=s.record.state)
+        await self.engine.run(s, event, via_request=False)
+        return s
+
+    async def speak(self, call_id: str, message: str) -> None:
+        if not (message or "").strip():
+            raise InvalidParams("message is required")
+        await self._rpc(call_id, Event("rpc.speak", {"text": message}, call_id))
+
+    async def dtmf(self, call_id: str, digits: str) -> None:
+        if not DTMF_RE.match(digits or ""):
+            raise InvalidParams("digits may hold only 0-9, *, # and w (half-second wait)")
+        await self._rpc(call_id, Event("rpc.dtmf", {"digits": digits}, call_id))
+
+    async def continue_(self, call_id: str, message: str) -> str:
+        """Say ``message``, then wait for the caller's answer to that turn."""
+        from .errors import TurnInProgress, TurnTimeout
+
+        s = self._live(call_id)
+        if not (message or "").strip():
+            raise InvalidParams("message is required")
+        if s.waiter is not None:
+            raise TurnInProgress(f"call {call_id} already has a turn waiting for the caller")
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        s.waiter = waiter
+        try:
+            await self._rpc(call_id, Event("rpc.continue", {"text": message}, call_id))
+            timeout = int(self.settings.get("transcriptTimeoutMs", 180000)) / 1000
+            sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
+            try:
+                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+            if not waiter.done():
+                raise TurnTimeout(f"no answer from the caller within {timeout:g} s")
+            return waiter.result()
+        finally:
+            if s.waiter is waiter:
+                s.waiter = None
+
+    async def end(self, call_id: str) -> None:
+        s = self.sessions.get(call_id)
+        if s is None:
+            record = await self.store.get(call_id) if call_id else None
+            if record is not None:
+                raise CallEnded(f"call {call_id} already ended ({record.end_reason})", reason=record.end_reason)
+            raise CallNotFound(f"no active call {call_id}", callId=call_id)
+        async with s.lock:
+            if s.flow and s.machine.handles(s.model.state, "rpc.end"):
+                await self.engine.dispatch(s, Event("rpc.end", {}, call_id))
+                s.outbox.clear()
+            await self.engine.persist(s)
+        await self.engine.end_call(s, "hangup-bot")
+
+    async def status(self, call_id: str | None = None) -> dict[str, Any]:
+        if not call_id:
+            return {"calls": [s.record.to_public() for s in self.sessions.values()]}
+        s = self.sessions.get(call_id)
+        record = s.record if s else await self.store.get(call_id)
+        if record is None:
+            raise CallNotFound(f"no call {call_id}", callId=call_id)
+        return record.to_public()
+
+    async def wait_ended(self, call_id: str, timeout: float = 30.0) -> CallRecord:
+        """Test and demo helper: poll until the call is terminal."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if call_id not in self.sessions:
+                record = await self.store.get(call_id)
+                if record is not None and record.terminal:
+                    return record
+            await asyncio.sleep(0.01)
+        raise VoiceCallError(f"call {call_id} did not end within {timeout} s")
