@@ -71,6 +71,8 @@ class VoiceCallRuntime:
         self._lock: RuntimeLock | None = None
         self._engine: CallEngine | None = None
         self._webhook: Any = None
+        self._control: Any = None
+        self.control_port: int | None = None
         self.mock_carrier: Any = None
         self.public_url: str = ""
         self.webhook_port: int | None = None
@@ -102,7 +104,7 @@ class VoiceCallRuntime:
         assert self._engine is not None, "runtime not started"
         return self._engine
 
-    async def start(self, *, webhook: bool = True) -> None:
+    async def start(self, *, webhook: bool = True, control: bool = False) -> None:
         from .responder import make_responder
         from .store import Store, acquire_runtime_lock
 
@@ -116,6 +118,11 @@ class VoiceCallRuntime:
 
                 self._webhook = WebhookServer(self)
                 self.webhook_port = await self._webhook.start()
+            if control:
+                from .control import ControlServer
+
+                self._control = ControlServer(self)
+                self.control_port = await self._control.start()
             self.public_url = self._public_url()
             if self._provider is None:
                 self._provider = await self._make_provider()
@@ -131,6 +138,9 @@ class VoiceCallRuntime:
 
     async def stop(self) -> None:
         """Stop taking webhooks, let in-flight work settle, persist, close."""
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
         if self._webhook is not None:
             await self._webhook.stop()
             self._webhook = None
