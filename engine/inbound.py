@@ -77,10 +77,10 @@ def route_for(settings: Any, dialed: str | None) -> Mapping[str, Any] | None:
         return None
     numbers = _settings_value(settings, "numbers", {}) or {}
     if wanted in numbers:
-        return numbers[wanted]  # type: ignore[no-any-return]
+        return numbers[wanted]
     for key, route in numbers.items():
         if normalise_e164(key) == wanted:
-            return route  # type: ignore[no-any-return]
+            return route
     return None
 
 

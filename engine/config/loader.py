@@ -288,7 +288,7 @@ def _merge_env(plugin: dict[str, Any], env: Mapping[str, str]) -> list[Issue]:
     for path, var in ENV_SECRETS:
         if env.get(var) and not _has(plugin, path):
             _put(plugin, path, env[var])
-    tts = plugin.get("tts") if isinstance(plugin.get("tts"), dict) else {}
+    tts: dict[str, Any] = plugin["tts"] if isinstance(plugin.get("tts"), dict) else {}
     for vendor, var in ENV_TTS:
         for block in (tts.get(vendor), (tts.get("providers") or {}).get(vendor)):
             if isinstance(block, dict) and env.get(var) and not block.get("apiKey"):
@@ -305,8 +305,8 @@ def _merge_env(plugin: dict[str, Any], env: Mapping[str, str]) -> list[Issue]:
 
 def _put(data: dict[str, Any], path: Path, value: Any) -> None:
     for part in path[:-1]:
-        data = data.setdefault(part, {})  # type: ignore[arg-type]
-    data[path[-1]] = value  # type: ignore[index]
+        data = data.setdefault(str(part), {})
+    data[str(path[-1])] = value
 
 
 def _store(value: Any, base_dir: FsPath | None, env: Mapping[str, str]) -> str:

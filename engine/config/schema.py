@@ -113,12 +113,12 @@ def _issues(error: Any) -> list[Issue]:
             out.append(Issue((*path, key), f"unknown key {key!r}{hint}"))
         return out
     if kind == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        wanted = error.validator_value
+        expected = " or ".join(wanted) if isinstance(wanted, list) else str(wanted)
         return [Issue(path, f"expected {expected}, got {show(value, path)}")]
     if kind == "enum":
-        allowed = ", ".join(str(v) for v in error.validator_value)
-        return [Issue(path, f"{_quote(value, path)} is not one of: {allowed}")]
+        choices = ", ".join(str(v) for v in error.validator_value)
+        return [Issue(path, f"{_quote(value, path)} is not one of: {choices}")]
     if kind == "pattern":
         return [Issue(path, _pattern_message(error.validator_value, value, path))]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):

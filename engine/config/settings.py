@@ -28,8 +28,8 @@ class FrozenDict(dict[str, Any]):
         raise TypeError("settings are read-only; use Settings.replace()")
 
     __setitem__ = __delitem__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
-    __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
 
     def __copy__(self) -> FrozenDict:
         return self
