@@ -1,0 +1,406 @@
+"""How the Twilio emulator runs one call: ringing, answering, TwiML execution,
+signed webhooks. Faithful, not friendly (DESIGN §8): documents are parsed with
+a real XML parser, a document that runs out hangs up, a gather with no input
+falls through, an unknown verb is an application error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from voicecall.providers.callee import Callee, ScriptError
+
+if TYPE_CHECKING:
+    from voicecall.providers.twilio.emulator import TwilioEmulator
+
+log = logging.getLogger("voicecall.providers.twilio.emulator")
+
+SECONDS_PER_WORD = 0.3
+# Verbs Twilio knows but this emulator does not play: honest failure, not silence.
+UNSUPPORTED = frozenset({"Dial", "Enqueue", "Leave", "Record", "Sms", "Message", "Start", "Stop",
+                         "Refer", "Pay", "Prompt", "Queue", "Echo"})
+APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
+TERMINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+class AppError(Exception):
+    """What Twilio reports as a call notification (11200, 12100, …) before hanging up."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Fetch:
+    """Where the next document comes from: a URL, or inline TwiML."""
+
+    url: str | None = None
+    method: str = "POST"
+    params: dict[str, str] = field(default_factory=dict)
+    twiml: str | None = None
+
+
+@dataclass
+class EmuCall:
+    sid: str
+    to: str
+    from_: str
+    direction: str
+    callee: Callee
+    first: Fetch
+    status_callback: str | None = None
+    status_events: frozenset[str] = frozenset({"completed"})
+    timeout: int = 60
+    time_limit: int | None = None
+    send_digits: str | None = None
+    machine_detection: str | None = None
+    status: str = "queued"
+    created: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    seq: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    doc_task: asyncio.Task[None] | None = None
+    timers: list[asyncio.Task[None]] = field(default_factory=list)
+    callbacks: asyncio.Queue[dict[str, str] | None] = field(default_factory=asyncio.Queue)
+
+    @property
+    def live(self) -> bool:
+        return self.status not in TERMINAL
+
+    def note(self, kind: str, **data: Any) -> None:
+        self.log.append({"kind": kind, **data})
+
+
+class CallRunner:
+    """Drives one EmuCall against our webhook, on the emulator's scaled clock."""
+
+    def __init__(self, emulator: TwilioEmulator, call: EmuCall):
+        self.emu = emulator
+        self.call = call
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        call = self.call
+        sender = asyncio.create_task(self._send_callbacks())
+        try:
+            if call.direction == "inbound":
+                await self._inbound()
+            else:
+                await self._outbound()
+            await call.ended.wait()
+        except asyncio.CancelledError:
+            self.end("completed")
+            raise
+        finally:
+            await sender
+
+    async def _outbound(self) -> None:
+        call, callee = self.call, self.call.callee
+        self.set_status("initiated", "initiated")
+        if callee.ring == "fail":
+            self.end("failed")
+            return
+        await self.emu.sleep(0.2)
+        self.set_status("ringing", "ringing")
+        if callee.ring == "busy":
+            await self.emu.sleep(0.5)
+            self.end("busy")
+            return
+        if callee.ring == "no-answer" or callee.answer_after > call.timeout:
+            await self.emu.sleep(call.timeout)
+            self.end("no-answer")
+            return
+        await self.emu.sleep(callee.answer_after)
+        if not call.live:          # hung up (REST) while ringing
+            return
+        self.answer()
+        if call.send_digits:
+            call.note("digits", digits=call.send_digits, sent_by="SendDigits")
+        self.replace(call.first)
+
+    async def _inbound(self) -> None:
+        self.set_status("ringing", "ringing")
+        self.replace(self.call.first)
+
+    def answer(self) -> None:
+        call = self.call
+        call.answered_at = time.time()
+        self.set_status("in-progress", "answered")
+        if call.time_limit:
+            call.timers.append(asyncio.create_task(self._time_limit(call.time_limit)))
+
+    async def _time_limit(self, seconds: int) -> None:
+        await self.emu.sleep(seconds)
+        if self.call.live:
+            self.call.note("time-limit", seconds=seconds)
+            self.end("completed")
+
+    def set_status(self, status: str, event: str | None) -> None:
+        self.call.status = status
+        if event and event in self.call.status_events and self.call.status_callback:
+            self.call.callbacks.put_nowait(self.callback_params())
+
+    def end(self, status: str) -> None:
+        """The call is over: final callback, stop the document, wake waiters."""
+        call = self.call
+        if not call.live:
+            return
+        call.ended_at = time.time()
+        call.note("ended", status=status)
+        self.set_status(status, "completed")
+        call.callbacks.put_nowait(None)
+        task = call.doc_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def replace(self, source: Fetch) -> None:
+        """Run ``source`` now, dropping whatever document was running (REST update)."""
+        old = self.call.doc_task
+        if old is not None and old is not asyncio.current_task():
+            old.cancel()
+        self.call.doc_task = asyncio.create_task(self._documents(source))
+
+    # -- parameters and webhooks ---------------------------------------------
+
+    def base_params(self) -> dict[str, str]:
+        call = self.call
+        params = {
+            "AccountSid": self.emu.account_sid, "ApiVersion": "2010-04-01",
+            "CallSid": call.sid, "CallStatus": call.status, "Direction": call.direction,
+            "From": call.from_, "To": call.to, "Caller": call.from_, "Called": call.to,
+        }
+        if call.machine_detection and call.answered_at:
+            params["AnsweredBy"] = "human"
+        return params
+
+    def callback_params(self) -> dict[str, str]:
+        call = self.call
+        params = self.base_params()
+        params.update({
+            "SequenceNumber": str(call.seq), "CallbackSource": "call-progress-events",
+            "Timestamp": formatdate(usegmt=True),
+        })
+        call.seq += 1
+        if not call.live:
+            duration = int((call.ended_at or 0) - call.answered_at) if call.answered_at else 0
+            params["CallDuration"] = str(max(0, duration))
+        return params
+
+    async def _send_callbacks(self) -> None:
+        """Status callbacks in order, unless chaos duplicates or swaps them (seeded)."""
+        call, chaos = self.call, self.emu.chaos
+        held: dict[str, str] | None = None
+        while True:
+            item = await call.callbacks.get()
+            if item is None:
+                if held is not None:
+                    await self._post_callback(held)
+                break
+            if chaos.reorder and held is None and chaos.roll(chaos.reorder):
+                held = item          # delivered after the next one
+                continue
+            await self._post_callback(item)
+            if held is not None:
+                await self._post_callback(held)
+                held = None
+        call.ended.set()
+
+    async def _post_callback(self, params: dict[str, str]) -> None:
+        assert self.call.status_callback
+        times = 2 if self.emu.chaos.duplicate and self.emu.chaos.roll(self.emu.chaos.duplicate) else 1
+        for _ in range(times):
+            try:
+                status, _ = await self.emu.post(self.call.status_callback, "POST", params)
+                self.call.note("callback", status=params["CallStatus"], seq=params["SequenceNumber"],
+                               http=status)
+            except AppError as exc:   # Twilio logs a notification and carries on
+                self.call.note("callback-error", code=exc.code, message=exc.message)
+
+    # -- documents ---------------------------------------------------------------
+
+    async def _documents(self, source: Fetch | None) -> None:
+        call = self.call
+        try:
+            while source is not None and call.live:
+                root = await self._load(source)
+                source = await self._execute(root, source.url)
+            if call.live and call.direction == "inbound" and call.answered_at is None:
+                self.answer()       # an empty inbound document still answered the call
+            if call.live:
+                call.note("document-ended")
+                self.end("completed")
+        except AppError as exc:
+            call.note("error", code=exc.code, message=exc.message)
+            if call.answered_at is not None:
+                call.note("say", text=APPLICATION_ERROR, voice="alice")
+                self.end("completed")
+            else:
+                self.end("failed")
+        except ScriptError as exc:
+            call.note("script-error", message=str(exc))
+            self.end("failed")
+
+    async def _load(self, source: Fetch) -> ET.Element:
+        if source.twiml is not None:
+            text = source.twiml
+            self.call.note("twiml", url=None)
+        else:
+            assert source.url is not None
+            params = {**self.base_params(), **source.params}
+            status, text = await self.emu.post(source.url, source.method, params)
+            self.call.note("request", url=source.url, params=source.params, http=status)
+            if not 200 <= status < 300:
+                raise AppError(11200, f"HTTP retrieval failure: {source.url} answered {status}")
+        try:
+            root = ET.fromstring(text.encode("utf-8"))
+        except ET.ParseError as exc:
+            raise AppError(12100, f"Document parse failure: {exc}") from None
+        if root.tag != "Response":
+            raise AppError(12100, f"Document parse failure: root element is <{root.tag}>, not <Response>")
+        for child in root.iter():
+            if child is not root and child.tag not in KNOWN_VERBS:
+                raise AppError(12200, f"Schema validation warning: invalid verb <{child.tag}>")
+        return root
+
+    async def _execute(self, root: ET.Element, doc_url: str | None) -> Fetch | None:
+        for verb in list(root):
+            if not self.call.live:
+                return None
+            if verb.tag != "Reject" and self.call.answered_at is None:
+                self.answer()           # any verb but <Reject> answers an inbound call
+            nxt = await self._verb(verb, doc_url)
+            if nxt is not None or not self.call.live:
+                return nxt
+        return None
+
+    async def _verb(self, verb: ET.Element, doc_url: str | None) -> Fetch | None:
+        call, tag = self.call, verb.tag
+        if tag in ("Say", "Play", "Pause"):
+            await self._media(verb)
+        elif tag == "Gather":
+            return await self._gather(verb, doc_url)
+        elif tag == "Redirect":
+            url = (verb.text or "").strip()
+            if not url:
+                raise AppError(12100, "Document parse failure: <Redirect> without a URL")
+            return Fetch(url, verb.get("method", "POST").upper())
+        elif tag == "Hangup":
+            call.note("hangup", by="twiml")
+            self.end("completed")
+        elif tag == "Reject":
+            reason = verb.get("reason", "rejected")
+            call.note("reject", reason=reason)
+            if call.answered_at is None:
+                self.end("busy" if reason == "busy" else "no-answer")
+            else:
+                self.end("completed")
+        elif tag == "Connect":
+            stream = verb.find("Stream")
+            params = {p.get("name", ""): p.get("value", "") for p in verb.iter("Parameter")}
+            call.note("stream", url=stream.get("url") if stream is not None else None, parameters=params)
+            await self.emu.sleep(3600)  # media is not emulated: the call holds until updated or ended
+        else:
+            raise AppError(12100, f"emulator does not play <{tag}>")
+        return None
+
+    async def _media(self, verb: ET.Element) -> None:
+        call, tag = self.call, verb.tag
+        if tag == "Pause":
+            await self.emu.sleep(_int(verb.get("length"), 1))
+        elif tag == "Play" and verb.get("digits"):
+            digits = verb.get("digits", "")
+            call.note("digits", digits=digits)
+            await self.emu.sleep(0.5 * len(digits))
+        elif tag == "Play":
+            loops = _int(verb.get("loop"), 1)
+            call.note("play", url=(verb.text or "").strip(), loop=loops)
+            await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
+        else:
+            text = (verb.text or "").strip()
+            call.note("say", text=text, voice=verb.get("voice"), language=verb.get("language"))
+            call.callee.heard.append(text)
+            words = max(1, len(text.split())) * _int(verb.get("loop"), 1)
+            if call.callee.hangs_up_during_say():
+                await self.emu.sleep(SECONDS_PER_WORD * words / 2)
+                call.note("hangup", by="callee")
+                self.end("completed")
+                return
+            await self.emu.sleep(SECONDS_PER_WORD * words)
+
+    async def _gather(self, verb: ET.Element, doc_url: str | None) -> Fetch | None:
+        call = self.call
+        input_ = verb.get("input", "dtmf")
+        timeout = _int(verb.get("timeout"), 5)
+        action = verb.get("action") or doc_url
+        call.note("gather", input=input_, action=action)
+        for child in verb:
+            if child.tag not in ("Say", "Play", "Pause"):
+                raise AppError(12200, f"Schema validation warning: <{child.tag}> cannot be nested in <Gather>")
+            await self._media(child)
+            if not call.live:
+                return None
+        answer = call.callee.at_gather(input_)
+        if answer.wait:
+            await self.emu.sleep(answer.wait)
+        if answer.kind == "hangup":
+            call.note("hangup", by="callee")
+            self.end("completed")
+            return None
+        if answer.kind == "silence":
+            await self.emu.sleep(timeout)
+            call.note("gather-timeout")
+            return None          # falls through to the next verb
+        if action is None:
+            raise AppError(11200, "HTTP retrieval failure: <Gather> without action in an inline document")
+        method = verb.get("method", "POST").upper()
+        if answer.kind == "speech":
+            call.note("spoke", text=answer.value)
+            return Fetch(action, method, {"SpeechResult": answer.value, "Confidence": "0.92"})
+        digits = _digits(answer.value, verb.get("finishOnKey", "#"), verb.get("numDigits"))
+        call.note("pressed", digits=digits)
+        return Fetch(action, method, {"Digits": digits})
+
+
+KNOWN_VERBS = frozenset({"Say", "Play", "Pause", "Gather", "Redirect", "Hangup", "Reject", "Connect",
+                         "Stream", "Parameter", *UNSUPPORTED})
+
+
+def _digits(pressed: str, finish_on_key: str, num_digits: str | None) -> str:
+    if finish_on_key and finish_on_key in pressed:
+        pressed = pressed.split(finish_on_key, 1)[0]
+    if num_digits and num_digits.isdigit():
+        pressed = pressed[: int(num_digits)]
+    return pressed
+
+
+def _int(raw: str | None, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise AppError(12200, f"Schema validation warning: {raw[:20]!r} is not a whole number") from None
+
+
+def form_body(params: dict[str, str]) -> bytes:
+    return urlencode(params).encode("utf-8")
+
+
+async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
