@@ -77,10 +77,10 @@ class SecurityPolicy:
                  and settings.get("tunnel.allowNgrokFreeTierLoopbackBypass", False) is True)
         return cls(
             public_url=settings.get("publicUrl") or None,
-            allowed_hosts=tuple(settings.get("webhookSecurity.allowedHosts", None) or ()),
+            allowed_hosts=_string_list(settings, "webhookSecurity.allowedHosts"),
             trust_forwarding_headers=settings.get(
                 "webhookSecurity.trustForwardingHeaders", False) is True,
-            trusted_proxy_ips=tuple(settings.get("webhookSecurity.trustedProxyIPs", None) or ()),
+            trusted_proxy_ips=_string_list(settings, "webhookSecurity.trustedProxyIPs"),
             ngrok_loopback=ngrok,
             webhook_path=settings.get("serve.path", "/voice/webhook") or "/voice/webhook",
             skip_signature=settings.get("skipSignatureVerification", False) is True,
@@ -89,6 +89,14 @@ class SecurityPolicy:
     def peer_is_trusted_proxy(self, peer: str) -> bool:
         ip = parse_ip(peer)
         return ip is not None and any(ip in net for net in self._networks)
+
+
+def _string_list(settings: SettingsLike, key: str) -> tuple[str, ...]:
+    value = settings.get(key, None) or ()
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError([Problem("<settings>", None, f"$.{key}",
+                               f"must be a list of strings, found {type(value).__name__}")])
 
 
 def _is_loopback_bind(bind: str) -> bool:
