@@ -84,6 +84,23 @@ def route_for(settings: Any, dialed: str | None) -> Mapping[str, Any] | None:
     return None
 
 
+ROUTE_KEYS = ("inboundGreeting", "agentId", "responseModel", "responseSystemPrompt",
+              "responseTimeoutMs", "flow")
+
+
+def effective_route(settings: Any, route: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The per-call view of a number route: each route key replaces the global
+    one (``flow`` is None when neither sets it) and the route's ``tts``
+    deep-merges over the global ``tts`` (DESIGN §2 ``numbers``)."""
+    from voicecall.engine.config.settings import deep_merge, thaw
+
+    route = route or {}
+    out = {key: thaw(route[key]) if key in route else thaw(_settings_value(settings, key, None))
+           for key in ROUTE_KEYS}
+    out["tts"] = deep_merge(_settings_value(settings, "tts", {}) or {}, route.get("tts") or {})
+    return out
+
+
 def decide(settings: Any, from_number: str | None, to_number: str | None) -> InboundDecision:
     """Apply ``inboundPolicy`` to a caller. Pure: no I/O, no clock.
 

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from voicecall.engine.config import default_settings
-from voicecall.engine.inbound import InboundDecision, decide, normalise_e164, route_for
+from voicecall.engine.inbound import (
+    InboundDecision,
+    decide,
+    effective_route,
+    normalise_e164,
+    route_for,
+)
 
 ALLOWED = "+15551234567"
 ROUTE = {"inboundGreeting": "Support line", "flow": "notify"}
@@ -93,3 +99,16 @@ def test_normalise_never_crashes_and_is_stable(text: str) -> None:
 def test_allowlist_only_admits_listed_numbers(caller: str | None) -> None:
     decision = decide(settings("allowlist"), caller, None)
     assert decision.accepted == (normalise_e164(caller) == ALLOWED)
+
+
+def test_effective_route_merges_tts_and_overrides_keys() -> None:
+    s = default_settings(inboundGreeting="Main line", responseModel="gpt-4o-mini",
+                         tts={"provider": "openai", "openai": {"voice": "coral", "model": "m1"}},
+                         numbers={"+15550009999": {"inboundGreeting": "Cards line",
+                                                   "tts": {"openai": {"voice": "alloy"}}}})
+    view = effective_route(s, route_for(s, "+15550009999"))
+    assert view["inboundGreeting"] == "Cards line"
+    assert view["responseModel"] == "gpt-4o-mini"
+    assert view["flow"] is None
+    assert view["tts"] == {"provider": "openai", "openai": {"voice": "alloy", "model": "m1"}}
+    assert effective_route(s, None)["inboundGreeting"] == "Main line"

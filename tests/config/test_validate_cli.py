@@ -105,6 +105,9 @@ BROKEN: list[tuple[str, str, str, list[str]]] = [
      ["c.yaml:1: $: expected a mapping of settings, got array"]),
     ("duplicate key", "c.yaml", "provider: sms\nprovider: mock\n",
      ["c.yaml:2: $.provider: duplicate key 'provider' (the last one wins)"]),
+    ("JSON duplicate key", "c.json",
+     '{\n  "provider": "mock",\n  "serve": {\n    "port": 1,\n    "port": 2\n  }\n}\n',
+     ["c.json:5: $.serve.port: duplicate key 'port' (the last one wins)"]),
     ("streaming refused", "c.yaml", TWILIO_OK + "streaming:\n  enabled: true\n",
      ["c.yaml:8: $.streaming.enabled: media streaming is not supported yet; remove it or set "
       "enabled: false (calls use the carrier's own voice and speech recognition)"]),
@@ -363,3 +366,20 @@ def test_flow_problems_and_routes(tmp_path: Path) -> None:
     assert lines[0] == "c.yaml:5: $.numbers[\"+15550009999\"].flow: unknown flow 'notfy' " \
                        "(did you mean 'notify'?)"
     assert any(line.startswith(str(flows / "broken.yaml")) for line in lines[1:])
+
+
+def test_route_and_tunnel_warnings(tmp_path: Path) -> None:
+    (tmp_path / "w.yaml").write_text(
+        "tunnel:\n  ngrokDomain: x.ngrok.app\nnumbers:\n  \"+15550009999\":\n    tts:\n"
+        "      provider: edge\n      timeoutMs: 100\n")
+    result = run("w.yaml")
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "w.yaml:2: $.tunnel.ngrokDomain: warning: has no effect unless tunnel.provider is "
+        "'ngrok'",
+        'w.yaml:6: $.numbers["+15550009999"].tts.provider: warning: tts provider \'edge\' is '
+        "ignored for calls (telephony needs PCM audio); calls use the carrier's voice",
+        'w.yaml:7: $.numbers["+15550009999"].tts.timeoutMs: warning: core TTS key '
+        "'timeoutMs' is ignored for calls",
+        ok_line("w.yaml", "mock"),
+    ]
