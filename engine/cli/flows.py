@@ -32,8 +32,10 @@ def _fail(message: str, *, code: str = "error", as_json: bool = False,
     sys.exit(1)
 
 
-def _settings(config_path: str | None, as_json: bool = False) -> Any:
-    """The loaded Settings, or None when the config package is unavailable."""
+def _settings(config_path: str | None, as_json: bool = False, *, listing: bool = False) -> Any:
+    """The loaded Settings, or None when the config package is unavailable.
+    ``listing``: a config with problems prints them on stdout and exits 1,
+    as ``validate`` reports its findings."""
     try:
         from voicecall.engine.config import load_settings
     except ImportError:
@@ -42,6 +44,10 @@ def _settings(config_path: str | None, as_json: bool = False) -> Any:
         return load_settings(config_path)
     except ProblemsError as exc:
         first = exc.problems[0] if len(exc.problems) == 1 else None
+        if listing and not (first and first.path == "$" and first.line is None):
+            for problem in exc.problems:
+                click.echo(problem.format())
+            sys.exit(1)
         message = first.message if first and first.path == "$" else "invalid config"
         shown = None if first and first.path == "$" else exc.problems
         _fail(f"{message}: {config_path}" if config_path else message, code=exc.code,
@@ -131,7 +137,7 @@ def validate(files: tuple[str, ...], config_path: str | None) -> None:
             problems += flow.warnings
             count += 1
     else:
-        library = _library(_settings(config_path))
+        library = _library(_settings(config_path, listing=True))
         problems = library.problems()
         count = len(library.names())
     for problem in problems:

@@ -186,8 +186,8 @@ def _check_templates(flow: Flow, declared: frozenset[str], report: Reporter) -> 
                 report.error(use.path, f"undeclared variable 'vars.{attr}' (declare it under "
                              f"vars.properties){did_you_mean(attr, declared)}")
             elif base in fields and attr not in fields[base]:
-                report.error(use.path, f"unknown field '{base}.{attr}'"
-                             f"{did_you_mean(attr, fields[base])}")
+                close = did_you_mean(f"{base}.{attr}", (f"{base}.{f}" for f in fields[base]))
+                report.error(use.path, f"unknown field '{base}.{attr}'{close}")
         if use.owner.startswith("state:"):
             state = flow.states.get(use.owner[6:])
             if state is not None and state.opening and "event" in use.tpl.names:
