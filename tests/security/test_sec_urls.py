@@ -7,11 +7,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from voicecall.engine.errors import SignatureError
 from voicecall.engine.security import (
     SecurityPolicy,
     constant_time_equals,
     forwarding_trusted,
+    parse_ip,
     signed_url,
     url_variants,
     valid_host,
@@ -275,3 +278,38 @@ def test_constant_time_equals() -> None:
     assert not constant_time_equals("abc", "abd")
     assert not constant_time_equals("abc", "abcd")
     assert not constant_time_equals("", "a")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("203.0.113.9", "203.0.113.9"), ("[::1]", "::1"), ("fe80::1%eth0", "fe80::1"),
+    ("::ffff:127.0.0.1", "127.0.0.1"), ("", None), (None, None), ("/run/voicecall.sock", None),
+    ("localhost", None),
+])
+def test_parse_ip(text: str | None, expected: str | None) -> None:
+    ip = parse_ip(text)
+    assert (None if ip is None else str(ip)) == expected
+
+
+_header_text = st.text(st.characters(codec="latin-1"), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.dictionaries(
+           st.sampled_from(["x-forwarded-host", "x-original-host", "ngrok-forwarded-host",
+                            "x-forwarded-proto", "x-forwarded-port"]),
+           st.one_of(_header_text, st.sampled_from(["hooks.example.com", "https", "8443",
+                                                    "a.example.com:1", "[::1]:9"]))),
+       trust=st.booleans(), ngrok=st.booleans(),
+       peer=st.sampled_from(["127.0.0.1", "::1", "10.0.0.5", "203.0.113.9", ""]))
+def test_signed_url_is_always_well_formed(headers: dict[str, str], trust: bool, ngrok: bool,
+                                          peer: str) -> None:
+    policy = SecurityPolicy(trust_forwarding_headers=trust, ngrok_loopback=ngrok,
+                            trusted_proxy_ips=("10.0.0.0/8",) if not ngrok else ())
+    url = signed_url(policy, scheme="http", host="127.0.0.1:3334", path_qs=PQ, headers=headers,
+                     peer=peer)
+    scheme, _, rest = url.partition("://")
+    assert scheme in ("http", "https")
+    assert rest.endswith(PQ)
+    assert valid_host(rest[: -len(PQ)]) is not None
+    if not trust and not (ngrok and peer in ("127.0.0.1", "::1")):
+        assert url == LOCAL                    # untrusted forwarding headers change nothing
