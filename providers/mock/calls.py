@@ -31,7 +31,7 @@ class CarrierFault(Exception):
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     at: float
-    kind: str          # request document heard said pressed dtmf status rest ended error
+    kind: str          # request document heard said pressed dtmf played rest time-limit ended error
     detail: Any
 
 

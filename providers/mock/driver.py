@@ -134,7 +134,7 @@ class CallDriver:
             outcome = await self._command(kind, params)
             if outcome is FALLTHROUGH or outcome is None:
                 continue
-            return outcome                          # type: ignore[no-any-return]
+            return outcome
         return None
 
     async def _command(self, kind: str, params: dict[str, Any]) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from voicecall.engine.clock import RealClock
+from voicecall.engine.clock import Clock, RealClock
 from voicecall.engine.errors import SignatureError
 from voicecall.engine.events import Event
 from voicecall.engine.program import Program
@@ -36,8 +36,9 @@ class Seen:
 
 
 class FakeRuntime:
-    def __init__(self, secret: bytes, provider: MockProvider):
+    def __init__(self, secret: bytes, provider: MockProvider, clock: Clock):
         self.secret = secret
+        self.clock = clock
         self.provider = provider
         self.seen: list[Seen] = []
         self.refused = 0
@@ -56,7 +57,7 @@ class FakeRuntime:
         raw = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            verify_mock(self.secret, headers, raw, time.time())
+            verify_mock(self.secret, headers, raw, self.clock.now())
         except SignatureError:
             self.refused += 1
             return web.Response(status=401, text="bad signature")
@@ -100,13 +101,14 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def make_rig(tmp_path: Path, **carrier_kw: Any) -> AsyncIterator[Rig]:
-    clock = RealClock()
+async def make_rig(tmp_path: Path, *, clock: Clock | None = None, time_scale: float = SCALE,
+                   **carrier_kw: Any) -> AsyncIterator[Rig]:
+    clock = clock or RealClock()
     secret = load_or_create_mock_secret(tmp_path)
-    carrier = MockCarrier(secret=carrier_kw.pop("secret", secret), clock=clock, time_scale=SCALE, **carrier_kw)
+    carrier = MockCarrier(secret=carrier_kw.pop("secret", secret), clock=clock, time_scale=time_scale, **carrier_kw)
     base = await carrier.start()
     provider = MockProvider(None, store_dir=tmp_path, clock=clock, api_base_url=base)
-    runtime = FakeRuntime(secret, provider)
+    runtime = FakeRuntime(secret, provider, clock)
     app = web.Application()
     app.router.add_post("/voice/webhook", runtime.handle)
     runner = web.AppRunner(app, access_log=None)

@@ -4,11 +4,13 @@ conftest) with signed requests and runs the documents it gets back."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mock_rig import Rig, make_rig
+from voicecall.engine.clock import VirtualClock
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallRef, PlaceRequest
@@ -288,3 +290,22 @@ async def test_chaos_duplicates_and_reorders_deterministically(tmp_path: Path) -
 def test_chaos_rejects_bad_probabilities() -> None:
     with pytest.raises(ValueError, match="duplicate"):
         Chaos(1, duplicate=1.5)
+
+
+async def test_runs_on_virtual_time(tmp_path: Path) -> None:
+    """With a VirtualClock a ten-minute keep-alive costs no real time: whoever owns
+    the clock advances it whenever the carrier only waits on it."""
+    clock = VirtualClock()
+    async with make_rig(tmp_path, clock=clock, time_scale=1.0) as rig:
+        rig.runtime.reply("voice", prog(say("Hold on"), Step("keepalive", {"seconds": 600})))
+        rig.runtime.reply("resume", prog(say("Still there?"), HANGUP))
+        sid = await place(rig)
+        start = clock.now()
+        while not rig.carrier.calls[sid].finished.is_set():
+            await asyncio.sleep(0.002)              # let real loopback I/O settle
+            clock.advance_to_next()
+        call = rig.carrier.calls[sid]
+        assert call.heard == ["Hold on", "Still there?"]
+        assert clock.now() - start >= 601                        # 1 s ring + 600 s pause, virtually
+        assert [e.at for e in call.log] == sorted(e.at for e in call.log)
+        assert rig.runtime.refused == 0
