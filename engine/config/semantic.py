@@ -48,8 +48,12 @@ def is_local_host(host: str | None) -> bool:
     return address.is_loopback or address.is_private or address.is_link_local
 
 
-def base_url_problem(value: str) -> str | None:
-    """Why ``value`` is not ``scheme://host[:port]`` (https unless local), or None."""
+def base_url_problem(value: str, *, path_allowed: bool = False) -> str | None:
+    """Why ``value`` is not ``scheme://host[:port]`` (https unless local), or None.
+
+    Carrier ``apiBaseUrl``s take no path (DESIGN §8: the client appends the
+    carrier's API paths). Model-API ``baseUrl``s may carry one, as the OpenAI
+    and ElevenLabs SDKs expect (``https://proxy.example.com/v1``)."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be a URL like https://api.example.com"
@@ -57,7 +61,9 @@ def base_url_problem(value: str) -> str | None:
         parts.port  # noqa: B018 -- raises ValueError on a bad port
     except ValueError:
         return "has an invalid port"
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+    if parts.path not in ("", "/") and not path_allowed:
         return "must be scheme://host[:port] with no path; the client adds the API paths"
     if parts.username or parts.password:
         return "must not carry credentials; use the apiKey/authToken keys"
@@ -205,7 +211,7 @@ def _urls(node: Any, path: Path) -> list[Issue]:
             if key == "realtime":
                 continue  # accepted for compatibility only; never used
             if key in ("apiBaseUrl", "baseUrl") and isinstance(value, str):
-                problem = base_url_problem(value)
+                problem = base_url_problem(value, path_allowed=key == "baseUrl")
                 if problem:
                     issues.append(Issue((*path, key), problem))
             else:

@@ -131,10 +131,11 @@ BROKEN: list[tuple[str, str, str, list[str]]] = [
       "c.yaml:5: $.tailscale.port: Tailscale Funnel only serves ports 443, 8443 or 10000, "
       "got 444"]),
     ("base URLs", "c.yaml", TWILIO_OK + "  apiBaseUrl: http://api.example.com/2010-04-01\n"
-     "response:\n  baseUrl: http://llm.example.com\n",
+     "response:\n  baseUrl: http://llm.example.com/v1\ntts:\n  openai: {baseUrl: 'https://x/v1?a=1'}\n",
      ["c.yaml:7: $.twilio.apiBaseUrl: must be scheme://host[:port] with no path; the client "
       "adds the API paths",
-      "c.yaml:9: $.response.baseUrl: must use https unless the host is loopback or private"]),
+      "c.yaml:9: $.response.baseUrl: must use https unless the host is loopback or private",
+      "c.yaml:11: $.tts.openai.baseUrl: must not have a query or fragment"]),
     ("unset ${VAR}", "c.yaml", TWILIO_OK.replace("s3cr3t-token", "${MY_TWILIO_TOKEN}"),
      ["c.yaml:6: $.twilio.authToken: environment variable MY_TWILIO_TOKEN is not set"]),
     ("secrets of the wrong type", "c.yaml",
@@ -321,7 +322,8 @@ def test_telnyx_with_skip_is_clean_but_warns(tmp_path: Path) -> None:
 
 
 def test_local_api_base_url_is_fine(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(TWILIO_OK + "  apiBaseUrl: http://127.0.0.1:8089\n")
+    (tmp_path / "c.yaml").write_text(TWILIO_OK + "  apiBaseUrl: http://127.0.0.1:8089\n"
+                                     "response: {baseUrl: 'http://10.0.0.5:8000/v1'}\n")
     assert run("c.yaml").output.splitlines() == [ok_line("c.yaml", "twilio")]
 
 
