@@ -173,7 +173,7 @@ def _check(file: str, base_dir: FsPath | None, parsed: Parsed, env: Mapping[str,
     if plugin is None:
         return None, problems
     if overrides:
-        plugin = deep_merge(plugin, overrides)
+        plugin = deep_merge(plugin, _plain(overrides))
     doc.own = plugin
     messages_tts = doc.messages_tts
     issues: list[Issue] = []
@@ -205,6 +205,17 @@ def _check(file: str, base_dir: FsPath | None, parsed: Parsed, env: Mapping[str,
         return None, problems
     warnings = tuple(p for p in problems if p.warning)
     return Settings(freeze(plugin), None if file == BUILTIN else file, warnings), problems
+
+
+def _plain(value: Any) -> Any:
+    """Overrides from code may hold paths and tuples; the schema speaks JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
 
 
 def _unwrap(file: str, parsed: Parsed, problems: list[Problem],

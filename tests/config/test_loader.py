@@ -298,3 +298,12 @@ def test_phone_numbers_are_normalised(tmp_path: Path) -> None:
     name = write(tmp_path, "c.yaml", "numbers:\n  '+15550009999': {inboundGreeting: hi}\n")
     settings = load_settings(name, env={})
     assert list(settings.get("numbers")) == ["+15550009999"]
+
+
+def test_overrides_from_code_may_use_paths_and_tuples(tmp_path: Path) -> None:
+    settings = default_settings(store=tmp_path / "state", allowFrom=("+15550001111",),
+                                inboundPolicy="allowlist", serve={"port": 0},
+                                control={"port": 0})
+    assert settings.store_dir == tmp_path / "state"
+    assert settings.get("allowFrom") == ("+15550001111",)
+    assert settings.get("serve.port") == 0
