@@ -51,11 +51,10 @@ class TwilioRest:
         if self._client is None:
             if not self.account_sid or not self._token:
                 raise ProviderError("Twilio accountSid and authToken are required", provider="twilio")
-            from twilio.http.async_http_client import AsyncTwilioHttpClient
             from twilio.rest import Client
 
             # Created here, inside the running loop: the HTTP client opens an aiohttp session.
-            self._http = AsyncTwilioHttpClient()
+            self._http = _http_client(self._timeout)
             edge, region = (None, None) if self._base else REGIONS[self._region]
             # A non-empty environment keeps the SDK from reading TWILIO_* variables
             # itself: configuration is read once, by the config loader (STYLE §6).
@@ -134,6 +133,30 @@ def rest_error(exc: Any, action: str) -> ProviderError:
     label = f"Twilio error {code}" if code else f"Twilio HTTP {status}"
     return ProviderError(f"{label}: {message} ({action})", provider="twilio", status=status,
                          carrier_code=code, retryable=status >= 500 or status == 429)
+
+
+def _http_client(timeout_s: float) -> Any:
+    """The SDK's aiohttp client, sending Basic auth as a header.
+
+    The SDK passes ``aiohttp.BasicAuth``, deprecated since aiohttp 3.14 (a
+    DeprecationWarning on every request); the header is the same bytes.
+    """
+    import base64
+
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+
+    class HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+        async def request(self, method: str, url: str, params: Any = None, data: Any = None,
+                          headers: dict[str, str] | None = None, auth: tuple[str, str] | None = None,
+                          timeout: float | None = None, allow_redirects: bool = False) -> Any:
+            headers = dict(headers or {})
+            if auth is not None:
+                pair = f"{auth[0]}:{auth[1]}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+            return await super().request(method, url, params=params, data=data, headers=headers, auth=None,
+                                         timeout=timeout or timeout_s, allow_redirects=allow_redirects)
+
+    return HeaderAuthClient(timeout=timeout_s)
 
 
 def _is_client_error(exc: BaseException) -> bool:

@@ -156,9 +156,9 @@ class TwilioEmulator:
             return refused
         form = await request.post()
         to, from_ = form.get("To", ""), form.get("From", "")
-        if not E164.match(to):
+        if not _possible_number(to):
             return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
-        if not E164.match(from_):
+        if not _possible_number(from_):
             return _error(400, 21212, f"The 'From' number {from_} is not a valid phone number, "
                                       "shortcode, or alphanumeric sender ID.")
         twiml, url = form.get("Twiml"), form.get("Url")
@@ -254,6 +254,18 @@ class TwilioEmulator:
             "price": None, "price_unit": "USD", "answered_by": None, "parent_call_sid": None,
             "uri": uri, "subresource_uris": {},
         }
+
+
+def _possible_number(number: str) -> bool:
+    """E.164 and a plausible length for its country, as Twilio checks before dialing."""
+    import phonenumbers
+
+    if not E164.match(number):
+        return False
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse(number)))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 def _sid() -> str:
