@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from voicecall.engine import yamlio
 from voicecall.engine.errors import FlowError, Problem
 
-from .loader import load_flow_file
+from .loader import load_flow_file, load_flow_text
 from .model import Flow
 from .problems import did_you_mean
 
@@ -40,20 +40,24 @@ def builtin_dir() -> Path:
 
 
 @lru_cache(maxsize=256)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Flow | FlowError:
-    # Keyed on mtime and size: an edited file is reloaded, an unchanged one is not.
+def _load_cached(path: str, text: str) -> Flow | FlowError:
+    # Keyed on the text itself: an edited file is reloaded (however quick the
+    # edit), an unchanged one is not parsed again.
     try:
-        return load_flow_file(path)
+        return load_flow_text(text, path)
     except FlowError as exc:
         return exc
 
 
 def _load(path: Path) -> Flow | FlowError:
     try:
-        stat = path.stat()
-    except OSError:
-        return _load_cached.__wrapped__(str(path), 0, 0)
-    return _load_cached(str(path), stat.st_mtime_ns, stat.st_size)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        try:
+            return load_flow_file(path)  # reports why it cannot be read
+        except FlowError as exc:
+            return exc
+    return _load_cached(str(path), text)
 
 
 def _declared_name(path: Path) -> tuple[str, int | None]:
