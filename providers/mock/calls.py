@@ -71,6 +71,8 @@ class MockCall:
     time_limit: float | None = None
     ring_timeout: float = 60.0
     send_digits: str | None = None
+    machine_callback: str | None = None       # set when the call asked for answering-machine detection
+    answered_by: str = "human"
     status: str = "queued"
     end_reason: str | None = None
     answered_at: float | None = None

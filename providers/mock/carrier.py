@@ -6,7 +6,8 @@ runtime's webhook exactly as a real carrier does — every request signed
 REST API (JSON in and out; errors are ``{"code", "message"}`` like Twilio's):
 
 - ``POST /v1/calls`` ``{to, from, url, statusCallback, document, timeLimit,
-  ringTimeout, sendDigits}`` → 201 ``{"sid", "status": "queued"}``
+  ringTimeout, sendDigits, machineDetection, machineCallback}`` → 201
+  ``{"sid", "status": "queued"}``
 - ``POST /v1/calls/{sid}`` ``{"document": {...}}`` replaces what the call is
   doing; ``{"status": "completed"}`` hangs it up
 - ``GET /v1/calls/{sid}`` → ``{sid, status, direction, from, to, endReason}``
@@ -38,7 +39,7 @@ from voicecall.providers.mock.calls import (
     MockCall,
 )
 from voicecall.providers.mock.driver import CallDriver
-from voicecall.providers.mock.provider import dumps
+from voicecall.providers.mock.provider import ANSWERED_BY, dumps
 
 if TYPE_CHECKING:
     from voicecall.engine.clock import Clock
@@ -59,6 +60,7 @@ class MockCarrier:
         self.time_scale = time_scale
         self.calls: dict[str, MockCall] = {}
         self._callees: dict[str, Callee] = {}
+        self._answered_by: dict[str, str] = {}
         self._index = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -101,9 +103,13 @@ class MockCarrier:
         await self.stop()
 
     # -- what tests and the demo use -------------------------------------------------
-    def set_callee(self, to_number: str, callee: Callee) -> None:
-        """Script the person who answers ``to_number`` (each call gets its own copy)."""
+    def set_callee(self, to_number: str, callee: Callee, *, answered_by: str = "human") -> None:
+        """Script the person who answers ``to_number`` (each call gets its own copy);
+        ``answered_by`` is what answering-machine detection reports for them."""
+        if answered_by not in ANSWERED_BY:
+            raise ValueError(f"answered_by must be one of {', '.join(ANSWERED_BY)}, got {answered_by!r}")
         self._callees[to_number] = callee
+        self._answered_by[to_number] = answered_by
 
     def log(self, sid: str) -> list[LogEntry]:
         return list(self._call(sid).log)
@@ -147,6 +153,12 @@ class MockCarrier:
             raise CarrierFault(f"webhook answered {kind} with JSON that is not a document")
         self.note(call, "document", {"source": source, "commands": doc.get("commands")})
         return doc
+
+    async def notify(self, call: MockCall, url: str, event: str, **extra: Any) -> None:
+        """POST a callback whose answer the carrier ignores (it never stops the call)."""
+        url, body, kind = self._envelope(call, url, event, extra)
+        with contextlib.suppress(CarrierFault):
+            await self._send(call, url, body, kind)
 
     async def send_status(self, call: MockCall, event: str, status: str | None = None, **extra: Any) -> None:
         if status is not None:
@@ -264,9 +276,16 @@ class MockCarrier:
         digits = body.get("sendDigits")
         if digits is not None and (not isinstance(digits, str) or not SEND_DIGITS.fullmatch(digits)):
             return _error(400, 21479, f"sendDigits {digits!r} may hold only 0-9, *, # and w.")
+        amd, amd_url = body.get("machineDetection", False), body.get("machineCallback")
+        if not isinstance(amd, bool):
+            return _error(400, 20001, f"machineDetection must be true or false, got {amd!r}.")
+        if amd and not _is_url(amd_url):
+            return _error(400, 21205, f"machineCallback {amd_url!r} is not a valid http(s) URL.")
         callee = copy.deepcopy(self._callees.get(to, self.default_callee))
         call = self._new_call("outbound", from_, to, url, callback, callee)
         call.document, call.time_limit, call.ring_timeout, call.send_digits = document, limit, ring, digits
+        call.machine_callback = amd_url if amd else None
+        call.answered_by = self._answered_by.get(to, "human")
         call.task = self._spawn(CallDriver(self, call).outbound())
         return web.json_response({"sid": call.sid, "status": call.status}, status=201)
 

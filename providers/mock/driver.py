@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from voicecall.providers.mock.carrier import MockCarrier
 
 CONFIDENCE = 0.93
+AMD_SECONDS = 2.0
 FALLTHROUGH = object()                       # a gather that got no input
 
 
@@ -47,6 +48,11 @@ class CallDriver:
         await self.carrier.sleep(callee.answer_after)
         self._answered()
         await self.carrier.send_status(call, "answered")
+        if call.machine_callback:
+            # Detection listens to the first seconds of the line before the document runs.
+            await self.carrier.sleep(AMD_SECONDS)
+            self.carrier.note(call, "machine", call.answered_by)
+            await self.carrier.notify(call, call.machine_callback, "machine", answeredBy=call.answered_by)
         if call.send_digits:
             # Pre-connect digits go out after the answer, before the first words (DESIGN §8).
             self.carrier.note(call, "dtmf", call.send_digits)

@@ -33,6 +33,7 @@ END_REASONS: dict[str, str] = {
     "canceled": "hangup-bot",
     "rejected": "hangup-bot",
 }
+ANSWERED_BY = ("human", "machine", "fax", "unknown")
 STATUS_EVENTS = {"initiated": "call.initiated", "ringing": "call.ringing", "answered": "call.answered"}
 
 
@@ -121,6 +122,12 @@ def parse_events(req: WebhookRequest) -> list[Event]:
     if event == "noinput" or (event == "redirect" and type_ == "noinput"):
         # The carrier just follows the redirect after a silent gather; the URL says what it means.
         return ev("gather.timeout", {}, with_token=True)
+    if event == "machine":
+        answered_by = body.get("answeredBy")
+        if answered_by not in ANSWERED_BY:
+            raise MockWebhookError(f"mock 'machine' event has answeredBy {answered_by!r}; "
+                                   f"known: {', '.join(ANSWERED_BY)}")
+        return ev("machine.detected", {"answeredBy": answered_by})
     if event == "redirect":
         return []
     raise MockWebhookError(f"unknown mock event {event!r}")
@@ -139,7 +146,10 @@ def _check_signed_query(req: WebhookRequest, body: dict[str, Any]) -> None:
     url = body.get("url")
     if not isinstance(url, str):
         raise MockWebhookError("mock webhook body lacks 'url' (the URL the carrier posted to)")
-    signed = dict(parse_qsl(urlsplit(url).query))
+    try:
+        signed = dict(parse_qsl(urlsplit(url).query))
+    except ValueError:
+        raise MockWebhookError(f"mock webhook body has an unreadable 'url' {url[:80]!r}") from None
     for name in ("callId", "type", "token"):
         if signed.get(name) != req.q(name):
             raise MockWebhookError(f"query {name!r} differs from the signed URL in the body")
@@ -197,6 +207,8 @@ class MockProvider:
             "timeLimit": call.time_limit_s,
             "ringTimeout": call.ring_timeout_s,
             "sendDigits": call.send_digits,
+            "machineDetection": call.machine_detection,
+            "machineCallback": call.urls.webhook("machine") if call.machine_detection else None,
         }
         reply = await self._request("POST", "/v1/calls", payload)
         sid = reply.get("sid")

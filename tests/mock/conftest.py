@@ -13,3 +13,5 @@ from mock_rig import Rig, make_rig
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with make_rig(tmp_path) as r:
         yield r
+        # Every request the carrier made in any test on this rig was correctly signed.
+        assert r.runtime.refused == 0

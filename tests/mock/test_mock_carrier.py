@@ -309,3 +309,24 @@ async def test_runs_on_virtual_time(tmp_path: Path) -> None:
         assert clock.now() - start >= 601                        # 1 s ring + 600 s pause, virtually
         assert [e.at for e in call.log] == sorted(e.at for e in call.log)
         assert rig.runtime.refused == 0
+
+
+@pytest.mark.parametrize("answered_by", ["human", "machine"])
+async def test_machine_detection_reports_before_the_document(rig: Rig, answered_by: str) -> None:
+    rig.carrier.set_callee(TO, Callee(), answered_by=answered_by)
+    rig.runtime.reply("voice", prog(say("Hello"), HANGUP))
+    sid = await place(rig, machine_detection=True)
+    await rig.carrier.wait_ended(sid)
+    kinds_ = rig.runtime.kinds()
+    assert kinds_.index("machine/machine") < kinds_.index("voice/answered")
+    event = next(e for e in rig.runtime.events() if e.type == "machine.detected")
+    assert event.data == {"answeredBy": answered_by}
+    with pytest.raises(ValueError, match="answered_by"):
+        rig.carrier.set_callee(TO, Callee(), answered_by="robot")
+
+
+async def test_no_machine_callback_without_detection(rig: Rig) -> None:
+    rig.runtime.reply("voice", prog(HANGUP))
+    sid = await place(rig)
+    await rig.carrier.wait_ended(sid)
+    assert not any(s.type == "machine" for s in rig.runtime.seen)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from voicecall.engine.errors import SignatureError, VoiceCallError
 from voicecall.engine.program import Program, Step
 from voicecall.engine.security import load_or_create_mock_secret, mock_headers
@@ -162,6 +164,14 @@ def test_parse_turn_results_carry_the_token(provider: MockProvider) -> None:
     assert (ev.type, ev.token) == ("gather.timeout", "t4")
 
 
+@pytest.mark.parametrize("answered_by", ["human", "machine", "fax", "unknown"])
+def test_parse_machine_detection(provider: MockProvider, answered_by: str) -> None:
+    ev = one(provider, {**BASE, "event": "machine", "answeredBy": answered_by}, type_="machine")
+    assert (ev.type, dict(ev.data)) == ("machine.detected", {"answeredBy": answered_by})
+    with pytest.raises(MockWebhookError, match="answeredBy"):
+        provider.parse(request({**BASE, "event": "machine", "answeredBy": "robot"}, type_="machine"))
+
+
 def test_parse_resume_is_nothing(provider: MockProvider) -> None:
     assert provider.parse(request({**BASE, "event": "redirect"}, type_="resume")) == []
 
@@ -183,6 +193,7 @@ def test_parse_inbound(provider: MockProvider) -> None:
     (b'{"sid": "MC1", "event": "ringing"}', "'seq'"),
     (b'{"sid": "MC1", "event": "ringing", "seq": true}', "'seq'"),
     (b'{"sid": "MC1", "event": "ringing", "seq": 1}', "'url'"),
+    (b'{"sid": "MC1", "event": "ringing", "seq": 1, "url": "http://[::1/x?type=status"}', "unreadable 'url'"),
 ])
 def test_parse_malformed(provider: MockProvider, body: bytes, message: str) -> None:
     with pytest.raises(MockWebhookError, match=message) as info:
@@ -243,3 +254,46 @@ def test_verify_uses_the_store_secret(tmp_path: Path) -> None:
     with pytest.raises(SignatureError):
         two.verify(signed(one_.secret, body, NOW))
     assert (tmp_path / "a" / "mock.secret").exists()
+
+
+# ---------------------------------------------------------------- snapshots and fuzz
+
+CONVERSATION = Program("listen", (
+    Step("say", {"text": "Hi, this is the restaurant.", "voice": "alice", "language": "en-US"}),
+    Step("play", {"url": "https://cdn.example.test/chime.mp3", "loop": 1}),
+    Step("pause", {"seconds": 1}),
+    Step("dtmf", {"digits": "1w2"}),
+    Step("gather", {"input": "speech dtmf", "token": "tok-1", "timeout": 5, "numDigits": 1,
+                    "finishOnKey": "#", "language": "en-US", "speechTimeout": "auto",
+                    "prompt": (Step("say", {"text": "How many people?"}),)}),
+))
+
+
+@pytest.mark.parametrize(("name", "program"), [
+    ("conversation", CONVERSATION),
+    ("notify", Program("notify", (Step("say", {"text": "Your table is ready."}), Step("pause", {"seconds": 2}),
+                                  Step("hangup", {"reason": "completed"})))),
+    ("hold", Program("hold", (Step("say", {"text": "One moment"}), Step("keepalive", {"seconds": 10})))),
+    ("refuse", Program("refuse", (Step("reject", {"reason": "rejected"}),))),
+])
+def test_rendered_documents_snapshot(provider: MockProvider, snapshot: Any, name: str, program: Program) -> None:
+    reply = provider.render(program, URLS)
+    assert json.loads(reply.body) == snapshot(name=name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.dictionaries(st.sampled_from(["sid", "event", "seq", "text", "digits", "reason", "url",
+                                                  "answeredBy", "confidence", "from", "to"]),
+                                 st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+                                           st.sampled_from(["speech", "ended", "inbound", "MC1", "completed"])),
+                                 max_size=8).map(lambda d: json.dumps(d).encode())))
+def test_parse_never_fails_with_anything_but_a_clear_error(body: bytes) -> None:
+    req = WebhookRequest("POST", PUBLIC, "/voice/webhook", (("callId", "c1"), ("type", "status")), {}, body)
+    try:
+        events = MockProvider(None, store_dir=Path("/nonexistent"), clock=FixedClock(),
+                              api_base_url="http://127.0.0.1:9").parse(req)
+    except MockWebhookError as exc:
+        assert str(exc)
+    else:
+        assert all(e.provider_call_id and e.key for e in events)
