@@ -200,7 +200,7 @@ def _check(file: str, base_dir: FsPath | None, parsed: Parsed, env: Mapping[str,
     issues += [i for i in semantic.check(plugin, own_tts) if i.path not in env_paths]
     flow_issues, flow_problems, plugin["flows"]["paths"] = check_flows(plugin, base_dir)
     problems += [doc.problem(issue) for issue in issues + flow_issues] + flow_problems
-    problems = _ordered(problems, file)
+    problems = _redact(_ordered(problems, file), parsed.data, env)
     if any(not p.warning for p in problems):
         return None, problems
     warnings = tuple(p for p in problems if p.warning)
@@ -337,6 +337,37 @@ def _expand_user(text: str, env: Mapping[str, str]) -> FsPath:
     if text.startswith("~") and env.get("HOME"):
         return FsPath(env["HOME"]) / text[2:] if len(text) > 1 else FsPath(env["HOME"])
     return FsPath(text).expanduser()
+
+
+def _redact(problems: list[Problem], data: Any, env: Mapping[str, str]) -> list[Problem]:
+    """Belt and braces: a secret pasted under the wrong key must not be echoed either."""
+    secrets = {value for _path, value in _secret_values(data)}
+    secrets |= {env[var] for _path, var in ENV_SECRETS if env.get(var)}
+    secrets |= {env[var] for _vendor, var in ENV_TTS if env.get(var)}
+    secrets = {s for s in secrets if len(s) >= 6}  # short values would redact ordinary words
+    if not secrets:
+        return problems
+    out = []
+    for problem in problems:
+        message = problem.message
+        for secret in sorted(secrets, key=len, reverse=True):
+            message = message.replace(secret, "***")
+        out.append(Problem(problem.file, problem.line, problem.path, message, problem.warning))
+    return out
+
+
+def _secret_values(node: Any, path: Path = ()) -> list[tuple[Path, str]]:
+    found: list[tuple[Path, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in schema_pass.SECRET_KEYS and isinstance(value, str):
+                found.append(((*path, key), value))
+            else:
+                found += _secret_values(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _secret_values(value, (*path, index))
+    return found
 
 
 def _ordered(problems: list[Problem], file: str) -> list[Problem]:

@@ -228,6 +228,8 @@ def test_secrets_never_printed(tmp_path: Path) -> None:
         "telnyx:\n  publicKey: ''\n  apiKey: {nested: sk-live-xyz}\n",
         "response:\n  apiKey: 42\n  baseUrl: http://user:sk-live-xyz@example.com\n",
         "tts:\n  openai:\n    apiKey: [sk-live-xyz]\n",
+        # pasted into the wrong key: still not echoed, because it is a known secret
+        "twilio: {authToken: sk-live-xyz}\nfromNumber: sk-live-xyz\nprovider: sk-live-xyz\n",
     ]
     for index, text in enumerate(texts):
         (tmp_path / f"s{index}.yaml").write_text(text)
