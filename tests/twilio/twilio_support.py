@@ -34,6 +34,7 @@ class FakeWebhook:
     replies: dict[str, Reply] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     bad_signatures: int = 0
+    failing: set[str] = field(default_factory=set)      # webhook types answered with HTTP 500
     url: str = ""
 
     def of(self, kind: str) -> list[dict[str, str]]:
@@ -47,6 +48,8 @@ class FakeWebhook:
             return web.Response(status=401)
         kind = request.query.get("type", "voice")
         self.requests.append((kind, form))
+        if kind in self.failing:
+            return web.Response(status=500, text="boom")
         reply = self.replies.get(kind, '<?xml version="1.0" encoding="UTF-8"?><Response/>')
         body = reply(form) if callable(reply) else reply
         return web.Response(text=body, content_type="text/xml")
