@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicecall.engine")
 
 KEEPALIVE_SECONDS = 2
+REPLY_KEEPALIVE_SECONDS = 4
 APOLOGY = "Sorry, something went wrong on our side. Goodbye."
 FLOW_TIMER = "flow:"
 SUPERVISOR_TIMER = "sup:"
@@ -77,6 +78,11 @@ class CallEngine:
         awaited = s.waiter is not None and event.type in TURN_RESULTS
         if event.type in TURN_RESULTS:
             rec.turn = new_token()
+            if event.type != "gather.timeout":
+                now = self.clock.now()
+                s.turn_result_at = now
+                if s.gather_sent_at is not None:
+                    s.listen_wait_ms = round((now - s.gather_sent_at) * 1000, 1)
         if fired is None:
             if event.is_rpc:
                 raise NotAcceptedInState(
@@ -269,7 +275,9 @@ class CallEngine:
         return program
 
     def keepalive_seconds(self, s: Session) -> int:
-        return 1 if s.reply_task and not s.reply_task.done() else KEEPALIVE_SECONDS
+        # While the responder works, its answer is pushed the moment it is
+        # ready; the keep-alive is only the fallback if that push fails.
+        return REPLY_KEEPALIVE_SECONDS if s.reply_task and not s.reply_task.done() else KEEPALIVE_SECONDS
 
     def mark_delivered(self, s: Session, program: Program) -> None:
         # Interrupting a carrier that is only waiting (a bare keep-alive) is
@@ -277,6 +285,22 @@ class CallEngine:
         last = program.steps[-1].kind if program.steps else ""
         speaking = any(st.kind in ("say", "play", "dtmf") for st in program.steps)
         s.fetch_expected = last in ("keepalive", "redirect") and speaking
+        if last != "keepalive" or speaking:
+            self._measure_turn(s, program)
+
+    def _measure_turn(self, s: Session, program: Program) -> None:
+        """Turn latency: a caller's final words in, our next instruction out."""
+        now = self.clock.now()
+        if s.turn_result_at is not None:
+            latency = round((now - s.turn_result_at) * 1000, 1)
+            s.record.metrics["lastTurnLatencyMs"] = latency
+            s.record.metrics["lastListenWaitMs"] = s.listen_wait_ms
+            s.log.append({"at": now, "type": "metrics.turn",
+                          "data": {"turnLatencyMs": latency, "listenWaitMs": s.listen_wait_ms}})
+            s.turn_result_at = None
+            s.changed = True
+        if any(st.kind == "gather" for st in program.steps):
+            s.gather_sent_at = now
 
     def _deliver_later(self, s: Session, program: Program) -> None:
         if s.fetch_expected or s.record.answered_at is None:
@@ -291,7 +315,10 @@ class CallEngine:
         try:
             await self.provider.push(CallRef(s.call_id, s.record.provider_call_id), program, self.urls_for(s.call_id))
         except ProviderError as exc:
-            log.error("call %s: could not update the live call: %s", s.call_id, exc)
+            log.error("call %s: could not update the live call: %s; it waits for the next fetch", s.call_id, exc)
+            async with s.lock:
+                s.outbox[:0] = [st for st in program.steps if st.kind != "keepalive"]
+                s.fetch_expected = True
 
     def end_call(self, s: Session, reason: str) -> Awaitable[None]:
         """Hang up through the carrier's REST API; the carrier's ended event finishes the call."""

@@ -337,9 +337,8 @@ class VoiceCallRuntime:
         if not decision.accepted:
             if pid not in self._refused:
                 self._refused.add(pid)
-                await self.store.commit(None, audit={
-                    "kind": "inbound_refused", "providerCallId": pid, "from": caller, "to": dialed,
-                    "reason": decision.reason, "at": self.clock.now()})
+                await self.store.commit(None, audit={"kind": "inbound_refused", "at": self.clock.now(), "data": {
+                    "providerCallId": pid, "from": caller, "to": dialed, "reason": decision.reason}})
                 log.warning("refused inbound call from %s: %s", caller, decision.reason)
             return Program("refused", (Step("reject", {"reason": "rejected"}),))
         route = dict(decision.route or {})
@@ -350,9 +349,7 @@ class VoiceCallRuntime:
         record.provider_call_id = pid or None
         record.route = str(dialed) if decision.route else None
         await self.store.put_flow(flow.hash, flow.name, flow.source)
-        s = self._session(record, flow)
-        record.rank = 1
-        return s
+        return self._session(record, flow)
 
     def _new_record(self, flow: Flow, *, direction: str, from_number: str, to_number: str,
                     message: str | None, vars_: Mapping[str, Any]) -> CallRecord:

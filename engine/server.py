@@ -35,11 +35,11 @@ class WebhookServer:
     async def start(self) -> int:
         app = web.Application(client_max_size=self.policy.max_body)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         bind = str(self.runtime.settings.get("serve.bind", "127.0.0.1"))
         port = int(self.runtime.settings.get("serve.port", 3334))
-        site = web.TCPSite(self._runner, bind, port, shutdown_timeout=5)
+        site = web.TCPSite(self._runner, bind, port)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

@@ -45,6 +45,9 @@ class Session:
     waiter: asyncio.Future[str] | None = None
     timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     reply_task: asyncio.Task[None] | None = None
+    gather_sent_at: float | None = None
+    turn_result_at: float | None = None
+    listen_wait_ms: float | None = None
     changed: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
 

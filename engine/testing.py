@@ -1,0 +1,277 @@
+"""Run a flow against a scripted callee and see everything it did.
+
+Users test their own flows the way our suite does::
+
+    from voicecall.testing import simulate
+
+    def test_reminder_confirms(snapshot):
+        result = simulate("examples/flows/appointment_reminder.yaml", "scenarios/press1.yaml")
+        assert result.record["state"] == "confirmed"
+        assert result.snapshot() == snapshot
+
+A scenario file (see docs/ARCHITECTURE.md, "Scenario files")::
+
+    flow: notify                   # a flow name or a path (relative to the scenario file)
+    provider: mock                 # mock (default) or twilio (its local emulator)
+    call: {direction: outbound, to: "+15550001111", message: "Hi", vars: {}}
+    config: {inboundPolicy: open}  # settings overrides for this run
+    callee: [{answer: {after: 1}}, {say: "yes"}, hangup]
+    rpc: [{at: 3, speak: "One moment"}]   # control verbs, seconds after answer
+
+Everything runs for real on loopback (runtime, webhook server, carrier,
+signatures, SQLite) on a clock sped up by ``scale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import VoiceCallError
+
+SCENARIO_KEYS = frozenset({"flow", "provider", "call", "config", "callee", "rpc", "description", "name"})
+CALL_KEYS = frozenset({"direction", "to", "from", "message", "mode", "vars", "dtmfSequence"})
+RPC_VERBS = ("speak", "continue", "dtmf", "end")
+TEST_TWILIO = {"accountSid": "AC" + "0" * 32, "authToken": "0123456789abcdef0123456789abcdef"}
+
+
+class ScenarioError(VoiceCallError):
+    code = "invalid_scenario"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    flow: str
+    provider: str = "mock"
+    call: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    callee: Sequence[Any] = ()
+    rpc: Sequence[Mapping[str, Any]] = ()
+    base: Path = Path(".")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check a scenario file; ScenarioError names the problem."""
+    from . import yamlio
+
+    path = Path(path)
+    try:
+        data = yamlio.load(path.read_text(encoding="utf-8")).data
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    except yamlio.YamlSyntaxError as exc:
+        raise ScenarioError(f"{path}:{exc.line or 1}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a scenario is a mapping with at least 'flow'")
+    unknown = sorted(set(data) - SCENARIO_KEYS)
+    if unknown:
+        raise ScenarioError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(SCENARIO_KEYS))})")
+    call = data.get("call") or {}
+    if not isinstance(call, dict) or set(call) - CALL_KEYS:
+        raise ScenarioError(f"{path}: 'call' takes {', '.join(sorted(CALL_KEYS))}")
+    for item in data.get("rpc") or ():
+        if not isinstance(item, dict) or "at" not in item or not any(v in item for v in RPC_VERBS):
+            raise ScenarioError(f"{path}: each rpc item is {{at: SECONDS, speak|continue|dtmf|end: VALUE}}")
+    if "flow" not in data:
+        raise ScenarioError(f"{path}: 'flow' is required")
+    return Scenario(flow=str(data["flow"]), provider=str(data.get("provider") or "mock"), call=call,
+                    config=data.get("config") or {}, callee=data.get("callee") or (), rpc=data.get("rpc") or (),
+                    base=path.parent)
+
+
+@dataclass
+class SimulationResult:
+    record: dict[str, Any]
+    timeline: list[tuple[float, str, str]]
+    documents: list[Any]
+    rpc_results: list[Any] = field(default_factory=list)
+
+    def timeline_text(self) -> str:
+        lines = [f"+{at:7.2f}s  {who:<8} {what}" for at, who, what in self.timeline]
+        r = self.record
+        lines.append(f"call {r['callId']}: {r['state']} ({r['endReason']}), {r['turnCount']} caller turn(s)")
+        return "\n".join(lines)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Stable facts for snapshot tests: no ids, times or tokens."""
+        r = self.record
+        return {
+            "state": r["state"], "endReason": r["endReason"], "turnCount": r["turnCount"],
+            "transcript": [f"{t['role']}: {t['text']}" for t in r["transcript"]],
+            # Engine and carrier each log in order; their interleaving can vary.
+            "engine": [what for _, who, what in self.timeline if who == "engine"],
+            "carrier": [f"{who} {what}" for _, who, what in self.timeline if who != "engine"],
+            "documents": self.documents, "rpc": self.rpc_results,
+        }
+
+
+def simulate(flow: str | Path, scenario: str | Path | Scenario, *, provider: str | None = None,
+             settings: Any = None, scale: float = 0.002) -> SimulationResult:
+    """Synchronous wrapper of :func:`run_scenario` for scripts and tests."""
+    loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    loaded = Scenario(str(flow or loaded.flow), provider or loaded.provider, loaded.call, loaded.config,
+                      loaded.callee, loaded.rpc, loaded.base)
+    return asyncio.run(run_scenario(loaded, settings=settings, scale=scale))
+
+
+async def run_scenario(sc: Scenario, *, settings: Any = None, scale: float = 0.002,
+                       store: Path | None = None) -> SimulationResult:
+    from voicecall.providers.callee import Callee
+
+    from .clock import ScaledClock
+    from .config import default_settings
+    from .runtime import VoiceCallRuntime
+
+    flow_name, flow_dirs = _resolve_flow(sc)
+    with tempfile.TemporaryDirectory(prefix="voicecall-sim-") as tmp:
+        base = settings or default_settings()
+        overrides: dict[str, Any] = {"store": str(store or tmp), "serve": {"port": 0, "bind": "127.0.0.1"},
+                                     "maxConcurrentCalls": 4, "flows": {"paths": flow_dirs}}
+        overrides.update(sc.config)
+        clock = ScaledClock(scale)
+        emulator = None
+        if sc.provider == "twilio":
+            emulator, twilio = await _start_twilio(clock)
+            overrides.update(provider="twilio", twilio=twilio, fromNumber="+15005550006")
+        elif sc.provider != "mock":
+            raise ScenarioError(f"provider {sc.provider!r} cannot be simulated (mock, twilio)")
+        runtime = VoiceCallRuntime(base.replace(**overrides), clock=clock)
+        await runtime.start()
+        carrier = emulator or runtime.mock_carrier
+        try:
+            callee = Callee.from_script(list(sc.callee))
+            started = clock.now()
+            call_id, sid = await _place(runtime, carrier, sc, flow_name, callee)
+            rpc_results = await _drive_rpc(runtime, sc, call_id, started) if call_id else []
+            record = await runtime.wait_ended(call_id, timeout=60) if call_id else None
+            if sid is not None:
+                await carrier.wait_ended(sid, timeout=30)
+            events = await runtime.store.events(call_id) if call_id else []
+            return _result(record, events, carrier.log(sid) if sid else [], started, rpc_results, runtime)
+        finally:
+            await runtime.stop()
+            if emulator is not None:
+                await emulator.stop()
+
+
+def _resolve_flow(sc: Scenario) -> tuple[str, list[str]]:
+    candidate = (sc.base / sc.flow) if not Path(sc.flow).is_absolute() else Path(sc.flow)
+    if sc.flow.endswith((".yaml", ".yml")) or candidate.is_file():
+        if not candidate.is_file():
+            raise ScenarioError(f"flow file not found: {candidate}")
+        from .flows import load_flow_file
+
+        flow = load_flow_file(candidate)
+        return flow.name, [str(candidate.parent.resolve())]
+    return sc.flow, []
+
+
+async def _start_twilio(clock: Any) -> tuple[Any, dict[str, str]]:
+    from voicecall.providers.twilio import TwilioEmulator
+
+    emulator = TwilioEmulator(TEST_TWILIO["accountSid"], TEST_TWILIO["authToken"], clock=clock)
+    base_url = await emulator.start()
+    return emulator, {**TEST_TWILIO, "apiBaseUrl": base_url}
+
+
+async def _place(runtime: Any, carrier: Any, sc: Scenario, flow: str, callee: Any) -> tuple[str, str | None]:
+    call = dict(sc.call)
+    if call.get("direction") == "inbound":
+        caller = str(call.get("from", "+15550002222"))
+        dialed = str(call.get("to", runtime.settings.get("fromNumber") or "+15550000000"))
+        sid = await carrier.dial_in(caller, dialed, runtime.public_url, callee)
+        for _ in range(3000):
+            found = next((s for s in runtime.sessions.values() if s.record.provider_call_id == sid), None)
+            if found is not None:
+                return found.record.call_id, sid
+            record = await _refused(runtime, sid)
+            if record is not None:
+                return "", sid
+            await asyncio.sleep(0.005)
+        raise ScenarioError("the inbound call never reached the runtime")
+    to = str(call.get("to", "+15550001111"))
+    carrier.set_callee(to, callee)
+    call_id = await runtime.initiate(to=to, message=call.get("message"), mode=call.get("mode"), flow=flow,
+                                     vars=call.get("vars"), dtmf_sequence=call.get("dtmfSequence"))
+    record = runtime.sessions[call_id].record if call_id in runtime.sessions else await runtime.store.get(call_id)
+    return call_id, record.provider_call_id if record else None
+
+
+async def _refused(runtime: Any, sid: str) -> dict[str, Any] | None:
+    rows = await runtime.store.audit_rows("inbound_refused")
+    return next((r for r in rows if r.get("data", {}).get("providerCallId") == sid), None)
+
+
+async def _drive_rpc(runtime: Any, sc: Scenario, call_id: str, started: float) -> list[Any]:
+    results: list[Any] = []
+    for item in sorted(sc.rpc, key=lambda i: float(i["at"])):
+        answered = None
+        while answered is None:
+            s = runtime.sessions.get(call_id)
+            if s is None:
+                return results
+            answered = s.record.answered_at
+            if answered is None:
+                await asyncio.sleep(0.005)
+        await runtime.clock.sleep(max(0.0, answered + float(item["at"]) - runtime.clock.now()))
+        verb = next(v for v in RPC_VERBS if v in item)
+        try:
+            if verb == "speak":
+                out: Any = await runtime.speak(call_id, str(item[verb]))
+            elif verb == "continue":
+                out = {"transcript": await runtime.continue_(call_id, str(item[verb]))}
+            elif verb == "dtmf":
+                out = await runtime.dtmf(call_id, str(item[verb]))
+            else:
+                out = await runtime.end(call_id)
+            results.append({verb: out if out is not None else "ok"})
+        except VoiceCallError as exc:
+            results.append({verb: {"error": getattr(exc, "code", "error"), "message": str(exc)}})
+    return results
+
+
+def _result(record: Any, events: list[dict[str, Any]], log: list[Any], started: float,
+            rpc_results: list[Any], runtime: Any) -> SimulationResult:
+    timeline: list[tuple[float, str, str]] = []
+    for e in events:
+        data = e.get("data") or {}
+        if e["type"].startswith(("rpc.initiate", "metrics.")):
+            continue
+        detail = ", ".join(f"{k}={data[k]!r}" for k in ("text", "digits", "reason") if k in data)
+        timeline.append((e["at"] - started, "engine", f"{e['type']}{' ' + detail if detail else ''}: "
+                                                      f"{data.get('outcome', '')}"))
+    documents = []
+    for entry in log:
+        kind, detail = entry.kind, entry.detail
+        if kind == "document":
+            documents.append(normalise(detail, runtime))
+            timeline.append((entry.at - started, "carrier", f"document ({detail.get('source')})"))
+        elif kind in ("heard", "said", "pressed", "dtmf", "played", "ended", "error", "time-limit"):
+            who = "callee" if kind in ("said", "pressed") else "carrier"
+            timeline.append((entry.at - started, who, f"{kind} {detail!r}"))
+    timeline.sort(key=lambda item: item[0])
+    public = record.to_public() if record is not None else {
+        "callId": "", "state": "refused", "endReason": "rejected", "turnCount": 0, "transcript": []}
+    return SimulationResult(public, timeline, documents, rpc_results)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TOKEN = re.compile(r"token=[A-Za-z0-9_-]+")
+
+
+def normalise(value: Any, runtime: Any) -> Any:
+    """Replace what differs run to run (ids, ports, tokens) with stable markers."""
+    if isinstance(value, dict):
+        return {k: ("<token>" if k == "token" else normalise(v, runtime)) for k, v in value.items()
+                if k != "source"}
+    if isinstance(value, list):
+        return [normalise(v, runtime) for v in value]
+    if isinstance(value, str):
+        value = value.replace(runtime.public_url, "<webhook>")
+        return _TOKEN.sub("token=<token>", _UUID.sub("<callId>", value))
+    return value
