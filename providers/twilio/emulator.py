@@ -20,7 +20,6 @@ from typing import Any
 
 from voicecall.engine.clock import RealClock
 from voicecall.providers.callee import Callee
-from voicecall.providers.twilio.signature import compute_signature
 from voicecall.providers.twilio.twiml_runner import (
     AppError,
     CallRunner,
@@ -62,6 +61,7 @@ class TwilioEmulator:
         self.time_scale = time_scale
         self._clock = RealClock()
         self._callees: dict[str, Callee] = {}
+        self._answered_by: dict[str, str] = {}
         self.calls: dict[str, EmuCall] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._fail_next: list[tuple[int, int, str]] = []
@@ -101,8 +101,10 @@ class TwilioEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def set_callee(self, to: str, callee: Callee) -> None:
+    def set_callee(self, to: str, callee: Callee, *, answered_by: str = "human") -> None:
+        """Who answers calls to ``to``; ``answered_by`` is what AMD reports (``machine_start`` …)."""
         self._callees[to] = callee
+        self._answered_by[to] = answered_by
 
     def fail_next(self, count: int = 1, status: int = 500, message: str = "Internal Server Error") -> None:
         """The next ``count`` REST requests get an HTTP ``status`` error (retry tests)."""
@@ -138,7 +140,10 @@ class TwilioEmulator:
             target, body, signed = f"{url}{sep}{form_body(params).decode()}", None, ()
         else:
             target, body, signed = url, form_body(params), tuple(params.items())
-        headers = {"X-Twilio-Signature": compute_signature(self._token, target, signed),
+        # Signed by the SDK's own validator, not ours: the emulator is an independent oracle.
+        from twilio.request_validator import RequestValidator
+
+        headers = {"X-Twilio-Signature": RequestValidator(self._token).compute_signature(target, dict(signed)),
                    "User-Agent": "TwilioProxy/1.1"}
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -183,7 +188,8 @@ class TwilioEmulator:
         call = EmuCall(sid=_sid(), to=to, from_=from_, direction="outbound-api", callee=callee,
                        first=first, status_callback=form.get("StatusCallback"), status_events=events,
                        timeout=timeout, time_limit=time_limit, send_digits=form.get("SendDigits"),
-                       machine_detection=form.get("MachineDetection"))
+                       machine_detection=form.get("MachineDetection"),
+                       answered_by=self._answered_by.get(to, "human"))
         call.note("created", params={k: form.getall(k) for k in set(form.keys())})
         self._launch(call)
         return _json(201, self._call_json(call))

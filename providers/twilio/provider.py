@@ -110,7 +110,13 @@ class TwilioProvider:
 
     async def push(self, call: CallRef, program: Program, urls: CallUrls) -> None:
         sid = _sid(call)
-        await self.rest.update(sid, twiml=self.render(program, urls).body.decode("utf-8"))
+        twiml = self.render(program, urls).body.decode("utf-8")
+        if len(twiml) <= INLINE_TWIML_LIMIT:
+            await self.rest.update(sid, twiml=twiml)
+        else:
+            # Too long to send inline: send the call to fetch it (the runtime serves
+            # the undelivered program on the resume request).
+            await self.rest.update(sid, url=urls.webhook("resume"), method="POST")
 
     async def hangup(self, call: CallRef) -> None:
         sid = _sid(call)

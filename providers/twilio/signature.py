@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from voicecall.engine.errors import SignatureError
 from voicecall.engine.security import constant_time_equals, url_variants
@@ -81,7 +81,7 @@ def verify(token: str, req: WebhookRequest) -> str:
             raise SignatureError("Twilio bodySHA256 does not match the request body")
         params = ()
     elif req.body and not req.form:
-        raise SignatureError("Twilio webhook body is neither a form nor covered by bodySHA256")
+        params = _form(req.body)
 
     # Computed for every variant before comparing, so timing does not tell which one matched.
     matched = False
@@ -94,6 +94,14 @@ def verify(token: str, req: WebhookRequest) -> str:
         )
     material = "\n".join((req.url, canonical_params(params), signature))
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _form(body: bytes) -> tuple[tuple[str, str], ...]:
+    """A form body the server did not parse (every field signs, empty ones too)."""
+    try:
+        return tuple(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+    except (UnicodeDecodeError, ValueError):
+        raise SignatureError("Twilio webhook body is neither a form nor covered by bodySHA256") from None
 
 
 def _path_only(url: str) -> str:

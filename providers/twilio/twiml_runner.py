@@ -64,6 +64,7 @@ class EmuCall:
     time_limit: int | None = None
     send_digits: str | None = None
     machine_detection: str | None = None
+    answered_by: str = "human"
     status: str = "queued"
     created: float = field(default_factory=time.time)
     answered_at: float | None = None
@@ -104,6 +105,9 @@ class CallRunner:
         except asyncio.CancelledError:
             self.end("completed")
             raise
+        except Exception as exc:        # a bug or a bad script must end the call, not hang a test
+            call.note("emulator-error", message=f"{type(exc).__name__}: {exc}")
+            self.end("failed")
         finally:
             await sender
 
@@ -183,7 +187,7 @@ class CallRunner:
             "From": call.from_, "To": call.to, "Caller": call.from_, "Called": call.to,
         }
         if call.machine_detection and call.answered_at:
-            params["AnsweredBy"] = "human"
+            params["AnsweredBy"] = call.answered_by
         return params
 
     def callback_params(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from twilio_support import SCALE, SID, TOKEN, FakeWebhook
+
 from voicecall.providers.twilio.emulator import TwilioEmulator
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from twilio_support import SID, TOKEN, FakeWebhook, make_settings
+
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallUrls, PlaceRequest
 from voicecall.providers.callee import Callee
@@ -209,3 +210,39 @@ async def test_rest_update_when_not_in_progress_is_21220(provider: TwilioProvide
     with pytest.raises(ProviderError, match="21220"):
         await provider.push(CallRef("c1", sid), Program("s", (Step("say", {"text": "late"}),)),
                             CallUrls(webhook.url, "c1"))
+
+
+async def test_amd_answer_reaches_the_parser(provider: TwilioProvider, emulator: TwilioEmulator,
+                                             webhook: FakeWebhook) -> None:
+    from voicecall.providers.base import WebhookRequest
+
+    emulator.set_callee(TO, Callee(), answered_by="machine_start")
+    webhook.replies["voice"] = twiml(webhook, Step("hangup", {}))
+    sid = await provider.place(PlaceRequest(call_id="c1", from_number="+15005550006", to_number=TO,
+                                            urls=CallUrls(webhook.url, "c1"), machine_detection=True))
+    await emulator.wait_ended(sid, 5)
+    assert emulator.log(sid)[0]["params"]["MachineDetection"] == ["Enable"]
+    form = tuple(webhook.of("voice")[0].items())
+    req = WebhookRequest("POST", webhook.hook("voice"), "/voice/webhook", (("callId", "c1"), ("type", "voice")),
+                         {}, b"", form)
+    assert [e.type for e in provider.parse(req)] == ["call.answered", "machine.detected"]
+
+
+async def test_push_of_a_long_program_sends_the_call_to_fetch_it(provider: TwilioProvider,
+                                                                 emulator: TwilioEmulator,
+                                                                 webhook: FakeWebhook) -> None:
+    from voicecall.providers.base import CallRef
+
+    webhook.replies["voice"] = twiml(webhook, Step("keepalive", {"seconds": 300}))
+    webhook.replies["resume"] = twiml(webhook, Step("say", {"text": "served on fetch"}), Step("hangup", {}))
+    sid = await call(provider, webhook)
+    for _ in range(300):
+        if webhook.of("voice"):
+            break
+        await emulator.sleep(1)
+    long = Program("s", (Step("say", {"text": "word " * 900}), Step("hangup", {})))
+    await provider.push(CallRef("c1", sid), long, CallUrls(webhook.url, "c1"))
+    await emulator.wait_ended(sid, 5)
+    update = next(e for e in emulator.log(sid) if e["kind"] == "rest-update")
+    assert update["twiml"] is None and update["url"] == webhook.hook("resume")
+    assert "served on fetch" in [e.get("text") for e in emulator.log(sid)]

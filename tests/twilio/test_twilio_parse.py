@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 import pytest
 from twilio_support import make_settings
+
 from voicecall.engine.security import Rejection
 from voicecall.providers.base import WebhookRequest
 from voicecall.providers.twilio import TwilioProvider

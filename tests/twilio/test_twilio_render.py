@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from twilio.twiml.voice_response import VoiceResponse
 from twilio_support import make_settings
+
 from voicecall.engine.errors import RenderError
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallUrls

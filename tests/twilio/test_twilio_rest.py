@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from twilio_support import FakeWebhook, make_settings
+
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallRef, CallUrls, PlaceRequest

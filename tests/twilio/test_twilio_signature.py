@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from twilio.request_validator import RequestValidator
+
 from voicecall.engine.errors import SignatureError
 from voicecall.providers.base import WebhookRequest
 from voicecall.providers.twilio.signature import compute_signature, verify
@@ -130,3 +131,15 @@ def test_replay_key_is_stable_and_distinct() -> None:
     b = verify(SUITE_TOKEN, request(SUITE_URL, tuple(reversed(SUITE_PARAMS)), "RSOYDt4T1cUTdK1PDd93/VVr8B8="))
     c = verify(NEW_TOKEN, request("https://example.com/twilio/voice", (), "UxXLccc1xIjcWihtaZjdJvQyruU="))
     assert a == b != c
+
+
+def test_unparsed_form_body_is_signed_too() -> None:
+    from urllib.parse import urlencode
+
+    body = urlencode(SUITE_PARAMS).encode()
+    raw = WebhookRequest("POST", SUITE_URL, "/", (), {"x-twilio-signature": "RSOYDt4T1cUTdK1PDd93/VVr8B8="}, body, ())
+    assert verify(SUITE_TOKEN, raw) == verify(SUITE_TOKEN, request(SUITE_URL, SUITE_PARAMS,
+                                                                   "RSOYDt4T1cUTdK1PDd93/VVr8B8="))
+    junk = WebhookRequest("POST", SUITE_URL, "/", (), {"x-twilio-signature": "x"}, b"\xff{", ())
+    with pytest.raises(SignatureError, match="neither a form"):
+        verify(SUITE_TOKEN, junk)

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+
 from voicecall.engine.config.settings import Settings
 
 SID = "AC" + "0" * 32
