@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
 from voicecall.engine.security import mock_headers
 from voicecall.providers.callee import Callee
 from voicecall.providers.mock.calls import (
@@ -141,24 +142,25 @@ class MockCarrier:
 
     async def fetch(self, call: MockCall, url: str, event: str, *, source: str, **extra: Any) -> dict[str, Any]:
         """POST ``url`` and return the document it answers; anything else fails the call."""
-        url, body, kind = self._envelope(call, url, event, extra)
-        status, text = await self._send(call, url, body, kind)
+        url, body, _ = self._envelope(call, url, event, extra)
+        status, text = await self._send(call, url, body, event)
+        what = f"{_type_of(url)}/{event}"
         if status != 200:
-            raise CarrierFault(f"webhook answered HTTP {status} to {kind} (application error)")
+            raise CarrierFault(f"webhook answered HTTP {status} to {what} (application error)")
         try:
             doc = json.loads(text)
         except ValueError:
-            raise CarrierFault(f"webhook answered {kind} with a body that is not JSON: {text[:80]!r}") from None
+            raise CarrierFault(f"webhook answered {what} with a body that is not JSON: {text[:80]!r}") from None
         if not isinstance(doc, dict):
-            raise CarrierFault(f"webhook answered {kind} with JSON that is not a document")
+            raise CarrierFault(f"webhook answered {what} with JSON that is not a document")
         self.note(call, "document", {"source": source, "commands": doc.get("commands")})
         return doc
 
     async def notify(self, call: MockCall, url: str, event: str, **extra: Any) -> None:
         """POST a callback whose answer the carrier ignores (it never stops the call)."""
-        url, body, kind = self._envelope(call, url, event, extra)
+        url, body, _ = self._envelope(call, url, event, extra)
         with contextlib.suppress(CarrierFault):
-            await self._send(call, url, body, kind)
+            await self._send(call, url, body, event)
 
     async def send_status(self, call: MockCall, event: str, status: str | None = None, **extra: Any) -> None:
         if status is not None:
@@ -179,9 +181,9 @@ class MockCarrier:
                     return
             deliveries.extend(call.held)
             call.held.clear()
-            for url, body, kind in deliveries:
+            for url, body, name in deliveries:
                 with contextlib.suppress(CarrierFault):   # a failed status callback never stops a call
-                    await self._send(call, url, body, kind)
+                    await self._send(call, url, body, name)
 
     async def finish(self, call: MockCall, reason: str) -> None:
         """End the call once: final status, then the ``ended`` callback."""
@@ -205,12 +207,13 @@ class MockCarrier:
     # -- webhook I/O -----------------------------------------------------------------
     def _envelope(self, call: MockCall, url: str, event: str, extra: dict[str, Any]) -> tuple[str, bytes, str]:
         call.seq += 1
+        # The URL rides in the signed body: the signature covers the body only, and
+        # MockProvider.parse refuses a query that differs from it.
         body = {"sid": call.sid, "event": event, "seq": call.seq, "from": call.from_number,
                 "to": call.to_number, "direction": call.direction, "url": url, **extra}
-        kind = f"{dict(parse_qsl(urlsplit(url).query)).get('type', '?')}/{event}"
-        return url, dumps(body), kind
+        return url, dumps(body), event
 
-    async def _send(self, call: MockCall, url: str, body: bytes, kind: str) -> tuple[int, str]:
+    async def _send(self, call: MockCall, url: str, body: bytes, event: str) -> tuple[int, str]:
         if self._session is None:
             raise RuntimeError("MockCarrier.start() was not called")
         # Signed at send time, as a real carrier does: a late delivery carries a late timestamp.
@@ -219,9 +222,9 @@ class MockCarrier:
             async with self._session.post(url, data=body, headers=headers) as resp:
                 status, text = resp.status, await resp.text()
         except (ClientError, TimeoutError) as exc:
-            self.note(call, "request", {"kind": kind, "error": str(exc) or type(exc).__name__})
+            self.note(call, "request", {"type": _type_of(url), "event": event, "error": str(exc) or type(exc).__name__})
             raise CarrierFault(f"webhook {url} unreachable: {exc or type(exc).__name__}") from None
-        self.note(call, "request", {"kind": kind, "status": status})
+        self.note(call, "request", {"type": _type_of(url), "event": event, "status": status})
         return status, text
 
     # -- calls ------------------------------------------------------------------------
@@ -341,6 +344,10 @@ def _is_url(value: Any) -> bool:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _type_of(url: str) -> str | None:
+    return dict(parse_qsl(urlsplit(url).query)).get("type")
 
 
 def _with_type(url: str, type_: str) -> str:

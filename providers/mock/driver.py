@@ -32,8 +32,25 @@ class CallDriver:
         self.carrier = carrier
         self.call = call
         self.callee = call.callee
+        self.limit: asyncio.Future[None] | None = None     # the time limit, armed at answer
 
     async def outbound(self) -> None:
+        try:
+            await self._outbound()
+        finally:
+            self._disarm()
+
+    async def inbound(self) -> None:
+        try:
+            await self._inbound()
+        finally:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self.limit is not None and not self.limit.done():
+            self.limit.cancel()
+
+    async def _outbound(self) -> None:
         call, callee = self.call, self.callee
         await self.carrier.send_status(call, "initiated", status="initiated")
         if callee.ring == "fail":
@@ -59,7 +76,7 @@ class CallDriver:
             await self.carrier.sleep(0.5 * call.send_digits.lower().count("w") + 0.1 * len(call.send_digits))
         await self._run_with_faults(self._opening_and_converse)
 
-    async def inbound(self) -> None:
+    async def _inbound(self) -> None:
         call = self.call
         call.status = "ringing"
 
@@ -77,6 +94,9 @@ class CallDriver:
     def _answered(self) -> None:
         self.call.status = "in-progress"
         self.call.answered_at = self.carrier.clock.now()
+        if self.call.time_limit:
+            # Counted from the answer, like TimeLimit: the call ends wherever it is then.
+            self.limit = asyncio.ensure_future(self.carrier.sleep(self.call.time_limit))
 
     async def _opening_and_converse(self) -> None:
         call = self.call
@@ -100,8 +120,7 @@ class CallDriver:
     async def _converse(self, doc: Any) -> None:
         """Run documents until one ends the call; a pushed document interrupts at once,
         the time limit ends the call wherever it is."""
-        call = self.call
-        limit = asyncio.ensure_future(self.carrier.sleep(call.time_limit)) if call.time_limit else None
+        call, limit = self.call, self.limit
         reason = "completed"
         runner: asyncio.Future[Any] | None = None
         pushed: asyncio.Future[Any] | None = None
@@ -130,7 +149,7 @@ class CallDriver:
                 doc = outcome                      # the next document, or None: ran out
         finally:
             # Also reached when a REST hang-up cancels this driver mid-document.
-            for task in (limit, runner, pushed):
+            for task in (runner, pushed):
                 if task is not None and not task.done():
                     task.cancel()
         await self.carrier.finish(call, reason)

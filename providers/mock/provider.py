@@ -17,6 +17,7 @@ from voicecall.providers.base import CallRef, CallUrls, PlaceRequest, Reply, Web
 
 if TYPE_CHECKING:
     import aiohttp
+
     from voicecall.engine.clock import Clock
 
 SIGNATURE_HEADERS = ("x-voicecall-timestamp", "x-voicecall-signature")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from voicecall.engine.clock import Clock, RealClock
 from voicecall.engine.errors import SignatureError
 from voicecall.engine.events import Event

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from mock_rig import Rig, make_rig
+
 from voicecall.engine.clock import VirtualClock
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.program import Program, Step

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from voicecall.engine.errors import SignatureError, VoiceCallError
 from voicecall.engine.program import Program, Step
 from voicecall.engine.security import load_or_create_mock_secret, mock_headers

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from voicecall.engine.clock import RealClock
 from voicecall.engine.config import default_settings
 from voicecall.engine.runtime import VoiceCallRuntime
@@ -68,7 +69,7 @@ async def test_conversation_turn_silence_and_caller_hangup(make: Callable[..., A
         call = await carrier.wait_ended(sid)
         assert call.heard[0] == "Hello from the restaurant" and len(call.heard) == 2
         assert call.end_reason == "hangup-user" and set(statuses(call)) == {200}
-        kinds = [e.detail["kind"] for e in call.log if e.kind == "request"]
+        kinds = [f"{e.detail['type']}/{e.detail['event']}" for e in call.log if e.kind == "request"]
         assert "gather/speech" in kinds and "noinput/redirect" in kinds
         record = await runtime.status(call_id=call_id)
         assert (record["state"], record["turnCount"]) == ("hangup-user", 1)
