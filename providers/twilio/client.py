@@ -145,7 +145,7 @@ def _http_client(timeout_s: float) -> Any:
 
     from twilio.http.async_http_client import AsyncTwilioHttpClient
 
-    class HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    class HeaderAuthClient(AsyncTwilioHttpClient):
         async def request(self, method: str, url: str, params: Any = None, data: Any = None,
                           headers: dict[str, str] | None = None, auth: tuple[str, str] | None = None,
                           timeout: float | None = None, allow_redirects: bool = False) -> Any:

@@ -135,6 +135,7 @@ class TwilioEmulator:
         """A signed webhook request to ``url``, as Twilio sends it."""
         import aiohttp
 
+        signed: tuple[tuple[str, str], ...]
         if method == "GET":
             sep = "&" if "?" in url else "?"
             target, body, signed = f"{url}{sep}{form_body(params).decode()}", None, ()

@@ -68,10 +68,10 @@ def parse(req: WebhookRequest) -> list[Event]:
     if kind == "resume":
         return []     # a keep-alive came back: nothing happened, the runtime sends what is due
     if kind == "machine":
-        answered_by = form.get("AnsweredBy", "")
-        if not answered_by:
+        amd = form.get("AnsweredBy", "")
+        if not amd:
             raise bad_request("AMD callback without AnsweredBy")
-        return [Event("machine.detected", {"answeredBy": answered_by}, **base)]
+        return [Event("machine.detected", {"answeredBy": amd}, **base)]
 
     status = form.get("CallStatus", "")
     if status not in STATUS_EVENTS:
@@ -88,7 +88,7 @@ def parse(req: WebhookRequest) -> list[Event]:
             data["duration"] = int(form["CallDuration"])
         if form.get("SipResponseCode"):
             data["sipCode"] = form["SipResponseCode"]
-    answered_by = form.get("AnsweredBy")
+    answered_by = form.get("AnsweredBy", "")
     if event_type == "call.answered" and answered_by:
         data["answeredBy"] = answered_by
     key = f"twilio:{sid}:{status}:{form.get('SequenceNumber', '')}" if kind == "status" else None

@@ -28,14 +28,14 @@ async def provider(emulator: TwilioEmulator) -> AsyncIterator[TwilioProvider]:
         delays.append(seconds)
 
     p = TwilioProvider(make_settings(apiBaseUrl=emulator.base_url), sleep=sleep)
-    p.delays = delays  # type: ignore[attr-defined]
+    p.delays = delays
     yield p
     await p.close()
 
 
 def place_request(webhook: FakeWebhook, **kw: object) -> PlaceRequest:
     return PlaceRequest(call_id="c1", from_number="+15005550006", to_number="+14155551212",
-                        urls=CallUrls(webhook.url, "c1"), **kw)  # type: ignore[arg-type]
+                        urls=CallUrls(webhook.url, "c1"), **kw)
 
 
 async def test_place_with_url_and_status_callbacks(provider: TwilioProvider, emulator: TwilioEmulator,
@@ -129,7 +129,7 @@ async def test_fetch_and_hangup_retry_5xx_but_create_does_not(provider: TwilioPr
     ref = CallRef("c1", sid)
     emulator.fail_next(2)
     assert await provider.fetch_status(ref) in ("initiated", "ringing", "in-progress")
-    assert provider.delays == [0.25, 1.0]          # type: ignore[attr-defined]
+    assert provider.delays == [0.25, 1.0]
     emulator.fail_next(3, status=503)
     with pytest.raises(ProviderError, match="Twilio error 20500") as info:
         await provider.fetch_status(ref)

@@ -97,7 +97,8 @@ def test_json_body_vectors() -> None:
 
 @pytest.mark.parametrize("mutate", ["url", "param", "extra", "missing", "token", "signature"])
 def test_tampering_is_rejected_without_leaking(mutate: str) -> None:
-    url, params, sig, token = SUITE_URL, SUITE_PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", SUITE_TOKEN
+    url, sig, token = SUITE_URL, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", SUITE_TOKEN
+    params: tuple[tuple[str, str], ...] = SUITE_PARAMS
     if mutate == "url":
         url = url.replace("foo=1", "foo=2")
     elif mutate == "param":
