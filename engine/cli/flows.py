@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+
 from voicecall.engine.errors import Problem, ProblemsError, VoiceCallError
 from voicecall.engine.flows import Flow, FlowLibrary, load_flow_file
 from voicecall.engine.flows.library import FLOW_SUFFIXES
@@ -187,13 +188,37 @@ def simulate(name: str, scenario: str, provider: str | None, config_path: str | 
         _fail(f"simulation is not available: {exc}", code="unavailable", as_json=as_json)
     settings = _settings(config_path, as_json)
     try:
-        result = run(name, scenario, provider=provider, settings=settings)
+        result = run(_flow_arg(name), scenario, provider=provider, settings=settings)
     except VoiceCallError as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else exc.code, code=exc.code,
               as_json=as_json, problems=getattr(exc, "problems", None))
+    except ValueError as exc:  # a scenario or callee script that cannot be followed
+        _fail(str(exc), code="invalid_scenario", as_json=as_json)
     except OSError as exc:
         _fail(f"cannot read {exc.filename or scenario}: {exc.strerror or exc}", as_json=as_json)
     if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2, default=str))
+        click.echo(json.dumps(_result_json(result), indent=2, default=str))
     else:
-        click.echo(result.timeline_text(), nl=False)
+        text = result.timeline_text()
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def _flow_arg(name: str) -> str:
+    """A flow path on the command line is relative to the current directory
+    (a path inside a scenario file is relative to that file)."""
+    path = Path(name)
+    if name.endswith(FLOW_SUFFIXES) or len(path.parts) > 1:
+        return str(path.resolve())
+    return name
+
+
+def _result_json(result: Any) -> Any:
+    """The simulation as one JSON document: record, timeline, documents."""
+    if hasattr(result, "as_json"):
+        return result.as_json()
+    return {
+        "record": result.record,
+        "timeline": [{"at": at, "who": who, "what": what} for at, who, what in result.timeline],
+        "documents": result.documents,
+        "rpc": getattr(result, "rpc_results", []),
+    }

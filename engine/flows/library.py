@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
 from voicecall.engine import yamlio
 from voicecall.engine.errors import FlowError, Problem
 
@@ -162,8 +163,10 @@ def _vars_validator(flow: Flow) -> Draft202012Validator:
 
 def validate_vars(flow: Flow, vars: Mapping[str, Any]) -> list[str]:
     """Messages for every way ``vars`` breaks the flow's ``vars`` schema."""
+    if not isinstance(vars, Mapping):
+        return [f"vars must be an object, got {type(vars).__name__}"]
     if not flow.vars_schema:
-        return [] if isinstance(vars, Mapping) else ["vars must be an object"]
+        return []
     validator = _vars_validator(flow)
     out = []
     for error in sorted(validator.iter_errors(dict(vars)), key=lambda e: list(map(str, e.path))):

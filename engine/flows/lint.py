@@ -13,6 +13,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+
 from voicecall.engine import yamlio
 from voicecall.engine.errors import Problem
 from voicecall.engine.events import EVENT_TYPES, TERMINAL_STATES, TIMER_PREFIX, is_known_event

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
+
 from voicecall.engine import yamlio
 from voicecall.engine.errors import FlowError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 FlowKind = Literal["call", "supervisor"]
@@ -23,6 +24,14 @@ class Action:
     file: str
     line: int | None
     path: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.args, MappingProxyType):
+            object.__setattr__(self, "args", MappingProxyType(dict(self.args)))
+
+    def __hash__(self) -> int:
+        # args is a mapping; an action is identified by where it is written.
+        return hash((self.kind, self.file, self.path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +98,11 @@ class Flow:
     _index: Mapping[tuple[str, str], tuple[Transition, ...]] = field(
         default_factory=dict, repr=False, compare=False)
 
+    def __hash__(self) -> int:
+        return hash((self.name, self.hash, self.file))
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "states", MappingProxyType(dict(self.states)))
         # Precompute (state, event) -> transitions in file order: the runtime
         # asks on every event, so this must not scan the list.
         index: dict[tuple[str, str], list[Transition]] = {}

@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.meta import find_undeclared_variables
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from voicecall.engine.errors import RenderError
 from voicecall.engine.program import Step
 
@@ -78,13 +79,13 @@ def _is_single_output(ast: nodes.Template) -> bool:
 def _attributes(ast: nodes.Node) -> list[tuple[str, str]]:
     """``(name, attribute)`` for every ``name.attr`` / ``name['attr']`` used."""
     found: list[tuple[str, str]] = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        if not isinstance(node.node, nodes.Name):
-            continue
-        if isinstance(node, nodes.Getattr):
+    for node in ast.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name):
             found.append((node.node.name, node.attr))
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            found.append((node.node.name, node.arg.value))
+    for item in ast.find_all(nodes.Getitem):
+        if (isinstance(item.node, nodes.Name) and isinstance(item.arg, nodes.Const)
+                and isinstance(item.arg.value, str)):
+            found.append((item.node.name, item.arg.value))
     return found
 
 

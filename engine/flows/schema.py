@@ -10,6 +10,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
+
 from voicecall.engine import yamlio
 
 from .problems import Reporter, did_you_mean
@@ -73,8 +74,8 @@ def _report(error: ValidationError, report: Reporter) -> None:
         return
     if error.validator == "enum":
         hint = did_you_mean(str(error.instance), map(str, error.validator_value))
-        allowed = ", ".join(map(str, error.validator_value))
-        report.error(path, f"{error.instance!r} is not allowed here (one of: {allowed}){hint}")
+        choices = ", ".join(map(str, error.validator_value))
+        report.error(path, f"{error.instance!r} is not allowed here (one of: {choices}){hint}")
         return
     report.error(path, error.message)
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from voicecall.engine.errors import FlowError
 from voicecall.engine.events import TERMINAL_STATES
 from voicecall.engine.flows import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from voicecall.engine.errors import FlowError
 from voicecall.engine.flows import load_flow_text
 

@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 import pytest
+
 from voicecall.engine.errors import RenderError
 from voicecall.engine.flows import (
     Flow,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from voicecall.engine.cli import cli
 from voicecall.engine.flows.library import builtin_dir
 
@@ -169,7 +170,7 @@ def test_simulate_calls_the_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
     class Result:
         def timeline_text(self) -> str:
-            return "0.0s call.initiated initiated\n"
+            return "0.0s call.initiated initiated"
 
         def as_json(self) -> dict[str, object]:
             return {"timeline": []}
