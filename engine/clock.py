@@ -70,11 +70,11 @@ class ScaledClock:
     ``10 * scale`` real seconds. Simulations, the demo and end-to-end tests
     share one instance between the runtime and the carrier."""
 
-    def __init__(self, scale: float = 0.01, start: float = 1_800_000_000.0):
+    def __init__(self, scale: float = 0.01, start: float | None = None):
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
         self.scale = scale
-        self._start = start
+        self._start = time.time() if start is None else start
         self._t0 = time.monotonic()
 
     def now(self) -> float:

@@ -121,42 +121,75 @@ def simulate(flow: str | Path, scenario: str | Path | Scenario, *, provider: str
 
 async def run_scenario(sc: Scenario, *, settings: Any = None, scale: float = 0.002,
                        store: Path | None = None) -> SimulationResult:
-    from voicecall.providers.callee import Callee
-
-    from .clock import ScaledClock
-    from .config import default_settings
-    from .runtime import VoiceCallRuntime
-
+    """Run one scenario on a fresh runtime and carrier."""
     flow_name, flow_dirs = _resolve_flow(sc)
-    with tempfile.TemporaryDirectory(prefix="voicecall-sim-") as tmp:
-        base = settings or default_settings()
-        overrides: dict[str, Any] = {"store": str(store or tmp), "serve": {"port": 0, "bind": "127.0.0.1"},
-                                     "maxConcurrentCalls": 4, "flows": {"paths": flow_dirs}}
-        overrides.update(sc.config)
-        clock = ScaledClock(scale)
-        emulator = None
-        if sc.provider == "twilio":
-            emulator, twilio = await _start_twilio(clock)
-            overrides.update(provider="twilio", twilio=twilio, fromNumber="+15005550006")
-        elif sc.provider != "mock":
-            raise ScenarioError(f"provider {sc.provider!r} cannot be simulated (mock, twilio)")
-        runtime = VoiceCallRuntime(base.replace(**overrides), clock=clock)
-        await runtime.start()
-        carrier = emulator or runtime.mock_carrier
+    config = {"flows": {"paths": flow_dirs}, **sc.config}
+    async with Harness(sc.provider, settings=settings, config=config, scale=scale, store=store) as harness:
+        return await harness.run(sc, flow_name)
+
+
+class Harness:
+    """A runtime and its carrier on loopback, for scenarios, tests and the demo."""
+
+    def __init__(self, provider: str = "mock", *, settings: Any = None, config: Mapping[str, Any] | None = None,
+                 scale: float = 0.002, store: Path | None = None):
+        from .clock import ScaledClock
+        from .config import default_settings
+
+        if provider not in ("mock", "twilio"):
+            raise ScenarioError(f"provider {provider!r} cannot be simulated (mock, twilio)")
+        self.provider = provider
+        self.clock = ScaledClock(scale)
+        self._tmp = tempfile.TemporaryDirectory(prefix="voicecall-sim-")
+        self.overrides: dict[str, Any] = {"store": str(store or self._tmp.name),
+                                          "serve": {"port": 0, "bind": "127.0.0.1"}, "maxConcurrentCalls": 4,
+                                          **(config or {})}
+        self.base = settings or default_settings()
+        self.emulator: Any = None
+        self.runtime: Any = None
+
+    async def __aenter__(self) -> Harness:
+        from .runtime import VoiceCallRuntime
+
+        if self.provider == "twilio":
+            self.emulator, twilio = await _start_twilio(self.clock)
+            self.overrides.update(provider="twilio", twilio=twilio, fromNumber="+15005550006")
+        self.runtime = VoiceCallRuntime(self.base.replace(**self.overrides), clock=self.clock)
         try:
-            callee = Callee.from_script(list(sc.callee))
-            started = clock.now()
-            call_id, sid = await _place(runtime, carrier, sc, flow_name, callee)
-            rpc_results = await _drive_rpc(runtime, sc, call_id, started) if call_id else []
-            record = await runtime.wait_ended(call_id, timeout=60) if call_id else None
-            if sid is not None:
-                await carrier.wait_ended(sid, timeout=30)
-            events = await runtime.store.events(call_id) if call_id else []
-            return _result(record, events, carrier.log(sid) if sid else [], started, rpc_results, runtime)
+            await self.runtime.start()
+        except BaseException:
+            await self._stop_emulator()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.runtime.stop()
         finally:
-            await runtime.stop()
-            if emulator is not None:
-                await emulator.stop()
+            await self._stop_emulator()
+            self._tmp.cleanup()
+
+    async def _stop_emulator(self) -> None:
+        if self.emulator is not None:
+            await self.emulator.stop()
+
+    @property
+    def carrier(self) -> Any:
+        return self.emulator or self.runtime.mock_carrier
+
+    async def run(self, sc: Scenario, flow_name: str | None = None) -> SimulationResult:
+        from voicecall.providers.callee import Callee
+
+        runtime, carrier = self.runtime, self.carrier
+        callee = Callee.from_script(list(sc.callee))
+        started = self.clock.now()
+        call_id, sid = await _place(runtime, carrier, sc, flow_name or sc.flow, callee)
+        rpc_results = await _drive_rpc(runtime, sc, call_id, started) if call_id else []
+        record = await runtime.wait_ended(call_id, timeout=60) if call_id else None
+        if sid is not None:
+            await carrier.wait_ended(sid, timeout=30)
+        events = await runtime.store.events(call_id) if call_id else []
+        return _result(record, events, carrier.log(sid) if sid else [], started, rpc_results, runtime)
 
 
 def _resolve_flow(sc: Scenario) -> tuple[str, list[str]]:
@@ -250,7 +283,8 @@ def _result(record: Any, events: list[dict[str, Any]], log: list[Any], started: 
         kind, detail = entry.kind, entry.detail
         if kind == "document":
             documents.append(normalise(detail, runtime))
-            timeline.append((entry.at - started, "carrier", f"document ({detail.get('source')})"))
+            timeline.append((entry.at - started, "carrier",
+                             f"document ({detail.get('source')}): {describe(detail.get('commands'))}"))
         elif kind in ("heard", "said", "pressed", "dtmf", "played", "ended", "error", "time-limit"):
             who = "callee" if kind in ("said", "pressed") else "carrier"
             timeline.append((entry.at - started, who, f"{kind} {detail!r}"))
@@ -275,3 +309,25 @@ def normalise(value: Any, runtime: Any) -> Any:
         value = value.replace(runtime.public_url, "<webhook>")
         return _TOKEN.sub("token=<token>", _UUID.sub("<callId>", value))
     return value
+
+
+def describe(commands: Any) -> str:
+    """One line for a document: ``say 'Hi' | gather speech | redirect resume``."""
+    if isinstance(commands, str):
+        return " ".join(commands.split())
+    parts = []
+    for command in commands or ():
+        ((kind, params),) = command.items() if isinstance(command, dict) and len(command) == 1 else (("?", {}),)
+        if kind == "say":
+            parts.append(f"say {params.get('text')!r}")
+        elif kind == "gather":
+            prompt = " ".join(repr(p["say"]["text"]) for p in params.get("prompt", ()) if "say" in p)
+            parts.append(f"gather {params.get('input')}" + (f" ({prompt})" if prompt else ""))
+        elif kind == "redirect":
+            url = str(params.get("url", ""))
+            parts.append("redirect " + (url.rsplit("type=", 1)[-1].split("&")[0] if "type=" in url else url))
+        elif kind == "pause":
+            parts.append(f"pause {params.get('seconds')}s")
+        else:
+            parts.append(" ".join([kind, *(str(v) for v in params.values())]).strip())
+    return " | ".join(parts)
