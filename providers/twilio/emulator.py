@@ -220,7 +220,7 @@ class TwilioEmulator:
         if twiml is not None and len(twiml) > TWIML_LIMIT:
             return _error(400, 21201, f"Twiml exceeds {TWIML_LIMIT} characters ({len(twiml)}).")
         call.note("rest-update", twiml=twiml, url=url)
-        runner.replace(Fetch(twiml=twiml) if twiml is not None else Fetch(url, form.get("Method", "POST")))
+        runner.replace(Fetch(twiml=twiml) if twiml is not None else Fetch(url, form.get("Method", "POST").upper()))
         return _json(200, self._call_json(call))
 
     async def _fetch(self, request: Any) -> Any:

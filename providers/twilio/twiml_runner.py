@@ -141,6 +141,8 @@ class CallRunner:
 
     def answer(self) -> None:
         call = self.call
+        if not call.live:
+            return
         call.answered_at = time.time()
         self.set_status("in-progress", "answered")
         if call.time_limit:
@@ -153,6 +155,8 @@ class CallRunner:
             self.end("completed")
 
     def set_status(self, status: str, event: str | None) -> None:
+        if not self.call.live:
+            return          # over is over: a late ringing/answer must not revive the call
         self.call.status = status
         if event and event in self.call.status_events and self.call.status_callback:
             self.call.callbacks.put_nowait(self.callback_params())

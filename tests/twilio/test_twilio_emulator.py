@@ -246,3 +246,17 @@ async def test_push_of_a_long_program_sends_the_call_to_fetch_it(provider: Twili
     update = next(e for e in emulator.log(sid) if e["kind"] == "rest-update")
     assert update["twiml"] is None and update["url"] == webhook.hook("resume")
     assert "served on fetch" in [e.get("text") for e in emulator.log(sid)]
+
+
+async def test_hangup_while_ringing_cancels_for_good(provider: TwilioProvider, emulator: TwilioEmulator,
+                                                     webhook: FakeWebhook) -> None:
+    from voicecall.providers.base import CallRef
+
+    emulator.set_callee(TO, Callee.from_script([{"answer": {"after": 20}}]))
+    sid = await call(provider, webhook)
+    await provider.hangup(CallRef("c1", sid))
+    assert (await emulator.wait_ended(sid, 5))["status"] == "canceled"
+    await emulator.sleep(25)                     # past the callee's answer time
+    assert emulator.calls[sid].status == "canceled" and webhook.of("voice") == []
+    statuses = [p["CallStatus"] for p in webhook.of("status")]
+    assert statuses[-1] == "canceled" and "in-progress" not in statuses
