@@ -18,10 +18,6 @@ from voicecall.engine.security import load_or_create_mock_secret
 from voicecall.providers.callee import Callee
 from voicecall.providers.mock import MockCarrier
 
-# engine/server.py passes shutdown_timeout to TCPSite, which this aiohttp
-# deprecates; not ours to change, and harmless to these tests.
-pytestmark = pytest.mark.filterwarnings("ignore:shutdown_timeout should be set on BaseRunner:DeprecationWarning")
-
 TO, CALLER, OUR_NUMBER = "+15550002222", "+15550009999", "+15550001111"
 Rigged = tuple[VoiceCallRuntime, MockCarrier]
 
