@@ -80,7 +80,16 @@ def _commands(step: Step, urls: CallUrls) -> list[dict[str, Any]]:
 
 
 def parse_events(req: WebhookRequest) -> list[Event]:
-    """Pure: one mock carrier request → neutral events (see ``MockProvider.parse``)."""
+    """Pure: one mock carrier request → neutral events.
+
+    The body is ``{"sid", "event", "seq", "url", "from", "to", "direction", ...}``;
+    the query carries ``callId`` (absent for inbound), ``type`` and ``token``.
+    ``initiated/ringing/answered/ended`` are lifecycle events, ``speech`` and
+    ``digits`` turn results, a ``redirect`` to a ``type=noinput`` URL a
+    ``gather.timeout``, any other redirect nothing, ``inbound`` a new call,
+    ``machine`` the detection result. Each event's key is ``mock:<sid>:<seq>``.
+    Anything else raises MockWebhookError (the server answers 400).
+    """
     try:
         body = json.loads(req.body)
     except (ValueError, UnicodeDecodeError) as exc:

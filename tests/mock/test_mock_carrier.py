@@ -331,3 +331,36 @@ async def test_no_machine_callback_without_detection(rig: Rig) -> None:
     sid = await place(rig)
     await rig.carrier.wait_ended(sid)
     assert not any(s.type == "machine" for s in rig.runtime.seen)
+
+
+async def test_rest_api_directly(rig: Rig) -> None:
+    import aiohttp
+
+    base = rig.carrier.base_url
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/v1/calls", data=b"{nope") as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 20001
+        body = {"to": TO, "from": FROM, "url": "ftp://x"}
+        async with http.post(f"{base}/v1/calls", json=body) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 21205
+        body = {"to": TO, "from": "nobody", "url": rig.runtime.url}
+        async with http.post(f"{base}/v1/calls", json=body) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 21212
+        async with http.get(f"{base}/v1/calls/MCmissing") as resp:
+            assert resp.status == 404 and (await resp.json())["code"] == 20404
+        rig.runtime.reply("voice", prog(say("hi"), Step("keepalive", {"seconds": 600})))
+        body = {"to": TO, "from": FROM, "url": rig.runtime.url + "?callId=c1&type=voice"}
+        async with http.post(f"{base}/v1/calls", json=body) as resp:
+            assert resp.status == 201
+            created = await resp.json()
+        assert created["status"] == "queued" and created["sid"].startswith("MC")
+        sid = created["sid"]
+        await rig.until(lambda: rig.carrier.calls[sid].status == "in-progress")
+        async with http.post(f"{base}/v1/calls/{sid}", json={"colour": "blue"}) as resp:
+            assert resp.status == 400
+        async with http.post(f"{base}/v1/calls/{sid}", json={"status": "completed"}) as resp:
+            assert resp.status == 200
+        await rig.carrier.wait_ended(sid)
+        async with http.get(f"{base}/v1/calls/{sid}") as resp:
+            assert await resp.json() == {"sid": sid, "status": "canceled", "direction": "outbound",
+                                         "from": FROM, "to": TO, "endReason": "canceled"}
