@@ -58,6 +58,17 @@ def _report(error: ValidationError, report: Reporter) -> None:
         found = f", found {len(error.instance)}: {keys}" if error.instance else ""
         report.error(path, f"an action has exactly one key (say, play, gather, ...){found}")
         return
+    if error.validator == "type" and is_action:
+        # ``- hangup`` (a bare word) instead of ``- hangup: {}``.
+        word = error.instance if isinstance(error.instance, str) else None
+        if word in ACTIONS:
+            report.error(path, f"an action is a mapping: write '{word}: ...' "
+                         f"(e.g. '{word}: {{}}'), not {word!r}")
+        else:
+            hint = did_you_mean(word, ACTIONS) if word else ""
+            report.error(path, f"expected an action such as 'say: TEXT', got "
+                         f"{error.instance!r}{hint}")
+        return
     if error.validator == "required":
         missing = str(error.message).split("'")[1] if "'" in error.message else error.message
         report.error(path, f"missing required key {missing!r}")

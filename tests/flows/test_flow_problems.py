@@ -113,6 +113,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("two keys in one action", BASE.replace("- say: hi", "- {say: hi, pause: 1}"),
      ["t.yaml:6: $.states.a.do[0]: an action has exactly one key (say, play, gather, ...), "
       "found 2: 'say', 'pause'"]),
+    ("bare action word", BASE.replace("- say: hi", "- hangup"),
+     ["t.yaml:6: $.states.a.do[0]: an action is a mapping: write 'hangup: ...' "
+      "(e.g. 'hangup: {}'), not 'hangup'"]),
+    ("action not a mapping", BASE.replace("- say: hi", "- 42"),
+     ["t.yaml:6: $.states.a.do[0]: expected an action such as 'say: TEXT', got 42"]),
     ("say of wrong type", BASE.replace("say: hi", "say: 5"),
      ["t.yaml:6: $.states.a.do[0].say: 5 is not of type 'string' or 'object'"]),
     ("gather input enum", BASE.replace("- say: hi", "- gather: {input: voice}"),
