@@ -182,3 +182,22 @@ def test_editing_a_flow_changes_what_it_renders(tmp_path: Path) -> None:
     assert after.states["answered"].goto == "goodbye"
     assert render_actions(after.states["goodbye"].do, ctx) == [
         Step("say", {"text": "Goodbye"}), Step("hangup", {})]
+
+
+def test_resolve_takes_a_name_or_a_path(tmp_path: Path) -> None:
+    library = FlowLibrary()
+    assert library.resolve("notify").name == "notify"
+    assert library.resolve(str(EXAMPLES / "ivr_menu.yaml")).name == "ivr_menu"
+    with pytest.raises(FlowError, match="cannot read flow file"):
+        library.resolve(str(tmp_path / "missing.yaml"))
+
+
+def test_flow_model_is_frozen_and_hashable() -> None:
+    flow = FlowLibrary().get("conversation")
+    with pytest.raises(AttributeError):
+        flow.name = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        flow.states["x"] = flow.states["listening"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        flow.states["answered"].do[0].args["text"] = "x"  # type: ignore[index]
+    assert len({flow, flow}) == 1 and len(set(flow.transitions)) == len(flow.transitions)

@@ -6,6 +6,8 @@ import textwrap
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voicecall.engine.errors import RenderError
 from voicecall.engine.flows import (
@@ -209,3 +211,46 @@ def test_validate_vars_and_defaults() -> None:
         "vars: 'name' is a required property", "vars.n: 'x' is not of type 'integer'"]
     assert vars_with_defaults(flow, {"name": "Ada"}) == {"n": 0, "name": "Ada"}
     assert validate_vars(flow_with("- say: hi"), {"anything": 1}) == []
+
+
+@given(st.text())
+def test_any_message_is_spoken_as_written(message: str) -> None:
+    steps = render_actions(NOTIFY_SAY, {"call": {"message": message}})
+    assert steps == ([Step("say", {"text": message})] if message.strip() else [])
+
+
+NOTIFY_SAY = flow_with('- say: "{{ call.message }}"').states["a"].do
+
+
+def test_every_schema_action_renders() -> None:
+    from voicecall.engine.flows.schema import ACTIONS, flow_schema
+
+    assert tuple(flow_schema()["$defs"]["action"]["properties"]) == ACTIONS
+    schema = "{type: object, properties: {n: {}}}"
+    steps = render("""\
+        - say: a
+        - play: https://example.com/a.wav
+        - pause: 1
+        - gather: {}
+        - hangup: {reason: done}
+        - reject: {}
+        - dtmf: "1"
+        - stream: {url: "wss://example.com/s"}
+        - redirect: b
+        - reply: {}
+        - set: {n: 1}
+        - end_call: {reason: completed}
+        - goto: b
+        """, {}, schema)
+    assert tuple(s.kind for s in steps) == ACTIONS
+
+
+def test_required_capabilities() -> None:
+    flow = flow_with("""\
+        - play: https://example.com/a.wav
+        - stream: {url: "wss://example.com/s"}
+        - reject: {}
+        - gather: {input: both}
+        """)
+    assert flow.required_capabilities() == {"play", "stream", "reject", "say", "gather.speech",
+                                            "gather.dtmf"}
