@@ -18,7 +18,7 @@ from voicecall.engine import yamlio
 from voicecall.engine.errors import Problem
 from voicecall.engine.events import EVENT_TYPES, TERMINAL_STATES, TIMER_PREFIX, is_known_event
 
-from .model import Action, Flow
+from .model import Action, Flow, State
 from .problems import Reporter, did_you_mean
 from .render import CONTEXT_NAMES, Tpl, is_template
 
@@ -215,12 +215,30 @@ def _check_graph(flow: Flow, report: Reporter) -> None:
                 report.warn(path, f"final state {name!r} is not a terminal state name "
                             f"({', '.join(TERMINAL_STATES)}){did_you_mean(name, TERMINAL_STATES)}")
             continue
+        _check_results(flow, state, report)
         if not _exits(flow, name):
             report.error(path, f"state {name!r} is a dead end: it is not final and no "
                          "transition or goto leaves it")
         elif (state.gathers or state.goto is None) and not _has_timeout_exit(flow, name):
             report.error(path, f"state {name!r} waits but has no timeout or hang-up exit (add an "
                          "'after' timer, a gather.timeout or a call.ended transition)")
+
+
+def _check_results(flow: Flow, state: State, report: Reporter) -> None:
+    """A state that gathers or asks the responder should handle the answer."""
+    handled = flow.handles(state.name)
+    path = ("states", state.name)
+    for action in state.do:
+        if action.kind == "gather":
+            wanted = {"speech": "speech.final", "dtmf": "dtmf"}
+            for word in str(action.args["input"]).split():
+                if wanted[word] not in handled:
+                    report.warn(path, f"state {state.name!r} gathers {word} but no transition "
+                                f"handles {wanted[word]!r} in it")
+        if action.kind == "reply" and not {"reply.ready", "reply.failed"} <= handled:
+            missing = sorted({"reply.ready", "reply.failed"} - handled)
+            report.warn(path, f"state {state.name!r} asks the responder but does not handle "
+                        f"{' or '.join(repr(m) for m in missing)}")
 
 
 def _exits(flow: Flow, name: str) -> set[str]:

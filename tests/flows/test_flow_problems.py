@@ -211,3 +211,15 @@ def test_supervisor_final_states_need_no_terminal_name() -> None:
 def test_timer_event_not_armed_is_a_warning() -> None:
     text = BASE + "  - {on: timer.late, from: a, to: completed}\n"
     assert warnings(text) == ["t.yaml:10: $.transitions[1].on: warning: no state arms timer 'late'"]
+
+
+def test_unhandled_results_are_warnings() -> None:
+    text = BASE.replace("- say: hi", "- gather: {input: both}").replace(
+        "  completed:", "  b: {do: [reply: {}]}\n  completed:") + \
+        "  - {on: dtmf, from: a, to: b}\n  - {on: reply.ready, from: b, to: a}\n"
+    assert warnings(text) == [
+        "t.yaml:4: $.states.a: warning: state 'a' gathers speech but no transition handles "
+        "'speech.final' in it",
+        "t.yaml:7: $.states.b: warning: state 'b' asks the responder but does not handle "
+        "'reply.failed'",
+    ]
