@@ -46,6 +46,7 @@ def check(flow: Flow, data: Mapping[str, Any], report: Reporter) -> None:
     if flow.initial not in states:
         report.error(("initial",), f"unknown state {flow.initial!r}{did_you_mean(flow.initial, states)}")
     _check_states(flow, report)
+    _check_opening_entries(flow, report)
     _check_transitions(flow, data, report)
     _check_actions(flow, declared, report)
     _check_templates(flow, declared, report)
@@ -99,6 +100,19 @@ def _check_states(flow: Flow, report: Reporter) -> None:
                 report.warn((*path, "after", i, "event"),
                             f"timer {timer.event!r} fires but no transition handles "
                             f"{timer.event_type!r} in state {state.name!r}")
+
+
+def _check_opening_entries(flow: Flow, report: Reporter) -> None:
+    """The opening program is sent when the call is placed; a transition into
+    that state cannot add carrier steps (they would never be sent)."""
+    for transition in flow.transitions:
+        dest = flow.states.get(transition.dest)
+        if dest is None or not dest.opening or "call.answered" not in transition.on:
+            continue
+        for action in transition.do:
+            if action.kind not in ("set", "reply", "end_call"):
+                _at(report, action, f"action {action.kind!r} cannot run on the way into opening "
+                    f"state {dest.name!r} (its program is sent when the call is placed)")
 
 
 def _check_transitions(flow: Flow, data: Mapping[str, Any], report: Reporter) -> None:

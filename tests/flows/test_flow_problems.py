@@ -97,6 +97,11 @@ CASES: list[tuple[str, str, list[str]]] = [
      .replace("say: hi", 'say: "{{ event.text }}"'),
      ["t.yaml:7: $.states.a.do[0].say: opening state 'a' cannot use event data (it is "
       "rendered before the call is answered)"]),
+    ("say on the way into an opening state", BASE.replace("  a:\n", "  a:\n    opening: true\n")
+     .replace("  - {on: call.ended, to: completed}",
+              "  - {on: call.ended, to: completed}\n  - {on: call.answered, to: a, do: [say: x]}"),
+     ["t.yaml:11: $.transitions[1].do[0]: action 'say' cannot run on the way into opening "
+      "state 'a' (its program is sent when the call is placed)"]),
     ("supervisor uses say", BASE.replace("flow: t", "flow: t\nkind: supervisor"),
      ["t.yaml:7: $.states.a.do[0]: action 'say' is not allowed in a supervisor flow "
       "(allowed: end_call, set, goto)"]),
