@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from voicecall.engine.clock import RealClock
+from voicecall.engine.clock import Clock, RealClock
 from voicecall.providers.callee import Callee
 from voicecall.providers.twilio.twiml_runner import (
     AppError,
     CallRunner,
     EmuCall,
     Fetch,
+    LogEntry,
     cancel_quietly,
     form_body,
 )
@@ -53,13 +54,16 @@ class Chaos:
 
 class TwilioEmulator:
     def __init__(self, account_sid: str, auth_token: str, *, default_callee: Callee | None = None,
-                 chaos: Chaos | Mapping[str, Any] | None = None, time_scale: float = 1.0):
+                 chaos: Chaos | Mapping[str, Any] | None = None, time_scale: float = 1.0,
+                 clock: Clock | None = None):
+        """``clock``: shared with the runtime in simulations (e.g. a ScaledClock);
+        every emulated duration is ``seconds * time_scale`` on it."""
         self.account_sid = account_sid
         self._token = auth_token
         self._default_callee = default_callee
         self.chaos = chaos if isinstance(chaos, Chaos) else Chaos(**dict(chaos or {}))
         self.time_scale = time_scale
-        self._clock = RealClock()
+        self._clock: Clock = clock or RealClock()
         self._callees: dict[str, Callee] = {}
         self._answered_by: dict[str, str] = {}
         self.calls: dict[str, EmuCall] = {}
@@ -113,14 +117,14 @@ class TwilioEmulator:
     async def dial_in(self, from_: str, to: str, webhook_url: str, callee: Callee | None = None,
                       *, status_callback: str | None = None) -> str:
         """A caller rings our number: Twilio posts the voice request (Direction=inbound)."""
-        call = EmuCall(sid=_sid(), to=to, from_=from_, direction="inbound",
+        call = EmuCall(sid=_sid(), to=to, from_=from_, direction="inbound", created=self.now(),
                        callee=callee or Callee(), first=Fetch(webhook_url, "POST"),
                        status_callback=status_callback,
                        status_events=STATUS_EVENTS if status_callback else frozenset())
         self._launch(call)
         return call.sid
 
-    def log(self, sid: str) -> list[dict[str, Any]]:
+    def log(self, sid: str) -> list[LogEntry]:
         return list(self.calls[sid].log)
 
     async def wait_ended(self, sid: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -130,6 +134,9 @@ class TwilioEmulator:
 
     async def sleep(self, seconds: float) -> None:
         await self._clock.sleep(seconds * self.time_scale)
+
+    def now(self) -> float:
+        return self._clock.now()
 
     async def post(self, url: str, method: str, params: dict[str, str]) -> tuple[int, str]:
         """A signed webhook request to ``url``, as Twilio sends it."""
@@ -184,14 +191,15 @@ class TwilioEmulator:
             time_limit = int(form["TimeLimit"]) if form.get("TimeLimit") else None
         except ValueError:
             return _error(400, 20001, "Timeout and TimeLimit must be whole numbers.")
-        first = Fetch(twiml=twiml) if twiml is not None else Fetch(url, form.get("Method", "POST").upper())
+        first = (Fetch(twiml=twiml, origin="inline") if twiml is not None
+                 else Fetch(url, form.get("Method", "POST").upper()))
         callee = self._callees.get(to) or self._default_callee or Callee()
-        call = EmuCall(sid=_sid(), to=to, from_=from_, direction="outbound-api", callee=callee,
+        call = EmuCall(sid=_sid(), to=to, from_=from_, direction="outbound-api", callee=callee, created=self.now(),
                        first=first, status_callback=form.get("StatusCallback"), status_events=events,
                        timeout=timeout, time_limit=time_limit, send_digits=form.get("SendDigits"),
                        machine_detection=form.get("MachineDetection"),
                        answered_by=self._answered_by.get(to, "human"))
-        call.note("created", params={k: form.getall(k) for k in set(form.keys())})
+        call.note(self.now(), "rest", {"create": {k: form.getall(k) for k in sorted(set(form.keys()))}})
         self._launch(call)
         return _json(201, self._call_json(call))
 
@@ -206,7 +214,7 @@ class TwilioEmulator:
         runner = CallRunner(self, call)
         status = form.get("Status")
         if status in ("completed", "canceled"):
-            call.note("rest-hangup", status=status)
+            call.note(self.now(), "rest", {"status": status})
             if call.live and (status == "completed" or call.answered_at is None):
                 runner.end("completed" if call.answered_at else "canceled")
             return _json(200, self._call_json(call))
@@ -219,8 +227,9 @@ class TwilioEmulator:
             return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
         if twiml is not None and len(twiml) > TWIML_LIMIT:
             return _error(400, 21201, f"Twiml exceeds {TWIML_LIMIT} characters ({len(twiml)}).")
-        call.note("rest-update", twiml=twiml, url=url)
-        runner.replace(Fetch(twiml=twiml) if twiml is not None else Fetch(url, form.get("Method", "POST").upper()))
+        call.note(self.now(), "rest", {"twiml": twiml, "url": url})
+        runner.replace(Fetch(twiml=twiml, origin="push") if twiml is not None
+                       else Fetch(url, form.get("Method", "POST").upper()))
         return _json(200, self._call_json(call))
 
     async def _fetch(self, request: Any) -> Any:
@@ -254,7 +263,7 @@ class TwilioEmulator:
             "to": call.to, "to_formatted": call.to, "from": call.from_, "from_formatted": call.from_,
             "status": call.status, "direction": call.direction,
             "date_created": formatdate(call.created, usegmt=True),
-            "date_updated": formatdate(usegmt=True),
+            "date_updated": formatdate(self.now(), usegmt=True),
             "start_time": formatdate(call.answered_at, usegmt=True) if call.answered_at else None,
             "end_time": formatdate(call.ended_at, usegmt=True) if call.ended_at else None,
             "duration": str(duration) if duration is not None else None,

@@ -39,9 +39,14 @@ class TwilioProvider:
         "redirect", "reject", "amd", "stream",
     })
     signature_headers = (signature.SIGNATURE_HEADER,)
+    # The runtime sends an opening inline only when its document fits (REST `Twiml`).
+    inline_limit = INLINE_TWIML_LIMIT
 
     def __init__(self, settings: Any, *, store_dir: Path | None = None, clock: Clock | None = None,
-                 sleep: Callable[[float], Awaitable[None]] | None = None, timeout_s: float = 10.0):
+                 sleep: Callable[[float], Awaitable[None]] | None = None, timeout_s: float = 10.0,
+                 api_base_url: str | None = None):
+        """``api_base_url`` overrides ``twilio.apiBaseUrl`` (tests, the demo); ``sleep``
+        is the retry back-off (defaults to the clock's)."""
         self._settings = settings
         self._store_dir = store_dir
         self._token = str(settings.get("twilio.authToken") or "")
@@ -51,7 +56,7 @@ class TwilioProvider:
         self.rest = TwilioRest(
             str(settings.get("twilio.accountSid") or ""), self._token,
             region=str(settings.get("twilio.region") or "us1"),
-            api_base_url=settings.get("twilio.apiBaseUrl"),
+            api_base_url=api_base_url or settings.get("twilio.apiBaseUrl"),
             timeout_s=timeout_s,
             sleep=sleep or (clock.sleep if clock is not None else asyncio.sleep),
         )

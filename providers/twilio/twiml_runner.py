@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from voicecall.providers.callee import Callee, ScriptError
 
@@ -40,6 +40,17 @@ class AppError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of a call's log; the same shape as the mock carrier's, so the
+    scenario runner reads both: heard said pressed dtmf played document
+    request rest ended error time-limit (and a few Twilio-only kinds)."""
+
+    at: float
+    kind: str
+    detail: Any = None
+
+
 @dataclass
 class Fetch:
     """Where the next document comes from: a URL, or inline TwiML."""
@@ -48,6 +59,7 @@ class Fetch:
     method: str = "POST"
     params: dict[str, str] = field(default_factory=dict)
     twiml: str | None = None
+    origin: str | None = None        # "inline" (create) or "push" (update) for logs
 
 
 @dataclass
@@ -70,7 +82,7 @@ class EmuCall:
     answered_at: float | None = None
     ended_at: float | None = None
     seq: int = 0
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[LogEntry] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     doc_task: asyncio.Task[None] | None = None
     timers: list[asyncio.Task[None]] = field(default_factory=list)
@@ -80,8 +92,8 @@ class EmuCall:
     def live(self) -> bool:
         return self.status not in TERMINAL
 
-    def note(self, kind: str, **data: Any) -> None:
-        self.log.append({"kind": kind, **data})
+    def note(self, at: float, kind: str, detail: Any = None) -> None:
+        self.log.append(LogEntry(at, kind, detail))
 
 
 class CallRunner:
@@ -90,6 +102,9 @@ class CallRunner:
     def __init__(self, emulator: TwilioEmulator, call: EmuCall):
         self.emu = emulator
         self.call = call
+
+    def note(self, kind: str, detail: Any = None) -> None:
+        self.call.note(self.emu.now(), kind, detail)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -106,7 +121,7 @@ class CallRunner:
             self.end("completed")
             raise
         except Exception as exc:        # a bug or a bad script must end the call, not hang a test
-            call.note("emulator-error", message=f"{type(exc).__name__}: {exc}")
+            self.note("error", f"emulator: {type(exc).__name__}: {exc}")
             self.end("failed")
         finally:
             await sender
@@ -132,7 +147,7 @@ class CallRunner:
             return
         self.answer()
         if call.send_digits:
-            call.note("digits", digits=call.send_digits, sent_by="SendDigits")
+            self.note("dtmf", call.send_digits)
         self.replace(call.first)
 
     async def _inbound(self) -> None:
@@ -143,7 +158,7 @@ class CallRunner:
         call = self.call
         if not call.live:
             return
-        call.answered_at = time.time()
+        call.answered_at = self.emu.now()
         self.set_status("in-progress", "answered")
         if call.time_limit:
             call.timers.append(asyncio.create_task(self._time_limit(call.time_limit)))
@@ -151,7 +166,7 @@ class CallRunner:
     async def _time_limit(self, seconds: int) -> None:
         await self.emu.sleep(seconds)
         if self.call.live:
-            self.call.note("time-limit", seconds=seconds)
+            self.note("time-limit", seconds)
             self.end("completed")
 
     def set_status(self, status: str, event: str | None) -> None:
@@ -166,8 +181,8 @@ class CallRunner:
         call = self.call
         if not call.live:
             return
-        call.ended_at = time.time()
-        call.note("ended", status=status)
+        call.ended_at = self.emu.now()
+        self.note("ended", {"reason": status})
         self.set_status(status, "completed")
         call.callbacks.put_nowait(None)
         task = call.doc_task
@@ -232,10 +247,11 @@ class CallRunner:
         for _ in range(times):
             try:
                 status, _ = await self.emu.post(self.call.status_callback, "POST", params)
-                self.call.note("callback", status=params["CallStatus"], seq=params["SequenceNumber"],
-                               http=status)
+                self.note("request", {"type": _type_of(self.call.status_callback), "event": params["CallStatus"],
+                                      "seq": params["SequenceNumber"], "status": status})
             except AppError as exc:   # Twilio logs a notification and carries on
-                self.call.note("callback-error", code=exc.code, message=exc.message)
+                self.note("request", {"type": _type_of(self.call.status_callback), "event": params["CallStatus"],
+                                      "error": f"{exc.code} {exc.message}"})
 
     # -- documents ---------------------------------------------------------------
 
@@ -248,28 +264,28 @@ class CallRunner:
             if call.live and call.direction == "inbound" and call.answered_at is None:
                 self.answer()       # an empty inbound document still answered the call
             if call.live:
-                call.note("document-ended")
+                self.note("document-ended")
                 self.end("completed")
         except AppError as exc:
-            call.note("error", code=exc.code, message=exc.message)
+            self.note("error", {"code": exc.code, "message": exc.message})
             if call.answered_at is not None:
-                call.note("say", text=APPLICATION_ERROR, voice="alice")
+                self.note("heard", APPLICATION_ERROR)
                 self.end("completed")
             else:
                 self.end("failed")
         except ScriptError as exc:
-            call.note("script-error", message=str(exc))
+            self.note("error", f"callee script: {exc}")
             self.end("failed")
 
     async def _load(self, source: Fetch) -> ET.Element:
         if source.twiml is not None:
             text = source.twiml
-            self.call.note("twiml", url=None)
         else:
             assert source.url is not None
             params = {**self.base_params(), **source.params}
             status, text = await self.emu.post(source.url, source.method, params)
-            self.call.note("request", url=source.url, params=source.params, http=status)
+            self.note("request", {"type": _type_of(source.url), "url": source.url, "params": source.params,
+                                  "status": status})
             if not 200 <= status < 300:
                 raise AppError(11200, f"HTTP retrieval failure: {source.url} answered {status}")
         try:
@@ -281,6 +297,8 @@ class CallRunner:
         for child in root.iter():
             if child is not root and child.tag not in KNOWN_VERBS:
                 raise AppError(12200, f"Schema validation warning: invalid verb <{child.tag}>")
+        origin = source.origin or _type_of(source.url)
+        self.note("document", {"source": origin, "commands": [_command(v) for v in root], "twiml": text})
         return root
 
     async def _execute(self, root: ET.Element, doc_url: str | None) -> Fetch | None:
@@ -306,11 +324,11 @@ class CallRunner:
                 raise AppError(12100, "Document parse failure: <Redirect> without a URL")
             return Fetch(url, verb.get("method", "POST").upper())
         elif tag == "Hangup":
-            call.note("hangup", by="twiml")
+            self.note("hangup", "twiml")
             self.end("completed")
         elif tag == "Reject":
             reason = verb.get("reason", "rejected")
-            call.note("reject", reason=reason)
+            self.note("reject", reason)
             if call.answered_at is None:
                 self.end("busy" if reason == "busy" else "no-answer")
             else:
@@ -318,7 +336,7 @@ class CallRunner:
         elif tag == "Connect":
             stream = verb.find("Stream")
             params = {p.get("name", ""): p.get("value", "") for p in verb.iter("Parameter")}
-            call.note("stream", url=stream.get("url") if stream is not None else None, parameters=params)
+            self.note("stream", {"url": stream.get("url") if stream is not None else None, "parameters": params})
             await self.emu.sleep(3600)  # media is not emulated: the call holds until updated or ended
         else:
             raise AppError(12100, f"emulator does not play <{tag}>")
@@ -330,20 +348,20 @@ class CallRunner:
             await self.emu.sleep(_int(verb.get("length"), 1))
         elif tag == "Play" and verb.get("digits"):
             digits = verb.get("digits", "")
-            call.note("digits", digits=digits)
+            self.note("dtmf", digits)
             await self.emu.sleep(0.5 * len(digits))
         elif tag == "Play":
             loops = _int(verb.get("loop"), 1)
-            call.note("play", url=(verb.text or "").strip(), loop=loops)
+            self.note("played", (verb.text or "").strip())
             await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
         else:
             text = (verb.text or "").strip()
-            call.note("say", text=text, voice=verb.get("voice"), language=verb.get("language"))
+            self.note("heard", text)
             call.callee.heard.append(text)
             words = max(1, len(text.split())) * _int(verb.get("loop"), 1)
             if call.callee.hangs_up_during_say():
                 await self.emu.sleep(SECONDS_PER_WORD * words / 2)
-                call.note("hangup", by="callee")
+                self.note("hangup", "callee")
                 self.end("completed")
                 return
             await self.emu.sleep(SECONDS_PER_WORD * words)
@@ -353,7 +371,7 @@ class CallRunner:
         input_ = verb.get("input", "dtmf")
         timeout = _int(verb.get("timeout"), 5)
         action = verb.get("action") or doc_url
-        call.note("gather", input=input_, action=action)
+        self.note("gather", {"input": input_, "action": action})
         for child in verb:
             if child.tag not in ("Say", "Play", "Pause"):
                 raise AppError(12200, f"Schema validation warning: <{child.tag}> cannot be nested in <Gather>")
@@ -364,26 +382,55 @@ class CallRunner:
         if answer.wait:
             await self.emu.sleep(answer.wait)
         if answer.kind == "hangup":
-            call.note("hangup", by="callee")
+            self.note("hangup", "callee")
             self.end("completed")
             return None
         if answer.kind == "silence":
             await self.emu.sleep(timeout)
-            call.note("gather-timeout")
+            self.note("gather-timeout")
             return None          # falls through to the next verb
         if action is None:
             raise AppError(11200, "HTTP retrieval failure: <Gather> without action in an inline document")
         method = verb.get("method", "POST").upper()
         if answer.kind == "speech":
-            call.note("spoke", text=answer.value)
+            self.note("said", answer.value)
             return Fetch(action, method, {"SpeechResult": answer.value, "Confidence": "0.92"})
         digits = _digits(answer.value, verb.get("finishOnKey", "#"), verb.get("numDigits"))
-        call.note("pressed", digits=digits)
+        self.note("pressed", digits)
         return Fetch(action, method, {"Digits": digits})
 
 
 KNOWN_VERBS = frozenset({"Say", "Play", "Pause", "Gather", "Redirect", "Hangup", "Reject", "Connect",
                          "Stream", "Parameter", *UNSUPPORTED})
+
+
+def _command(verb: ET.Element) -> dict[str, Any]:
+    """A verb as a neutral command (``{"say": {"text": ...}}``) for logs and timelines."""
+    attrs: dict[str, Any] = dict(verb.attrib)
+    text = (verb.text or "").strip()
+    tag = verb.tag
+    if tag == "Say":
+        return {"say": {**attrs, "text": text}}
+    if tag == "Play" and "digits" in attrs:
+        return {"dtmf": attrs}
+    if tag == "Play":
+        return {"play": {**attrs, "url": text}}
+    if tag == "Pause":
+        return {"pause": {"seconds": attrs.get("length", "1")}}
+    if tag == "Redirect":
+        return {"redirect": {"url": text}}
+    if tag == "Gather":
+        return {"gather": {**attrs, "prompt": [_command(child) for child in verb]}}
+    if tag == "Connect":
+        stream = verb.find("Stream")
+        return {"stream": dict(stream.attrib) if stream is not None else {}}
+    return {tag.lower(): attrs}
+
+
+def _type_of(url: str | None) -> str:
+    """Our webhook ``type`` in a URL (for logs): ``voice``, ``gather``, ``status`` …"""
+    query = parse_qs(urlsplit(url or "").query)
+    return query.get("type", ["voice"])[0]
 
 
 def _digits(pressed: str, finish_on_key: str, num_digits: str | None) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from twilio_support import SID, TOKEN, FakeWebhook, make_settings
+from twilio_support import SID, TOKEN, FakeWebhook, created, heard, make_settings
 
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallUrls, PlaceRequest
@@ -34,7 +34,7 @@ async def call(provider: TwilioProvider, webhook: FakeWebhook, opening: Program 
 
 
 def kinds(emulator: TwilioEmulator, sid: str) -> list[str]:
-    return [e["kind"] for e in emulator.log(sid) if e["kind"] != "callback"]
+    return [e.kind for e in emulator.log(sid) if e.kind not in ("request", "document")]
 
 
 async def test_notify_inline_say_pause_hangup(provider: TwilioProvider, emulator: TwilioEmulator,
@@ -50,7 +50,11 @@ async def test_notify_inline_say_pause_hangup(provider: TwilioProvider, emulator
     assert all(p["CallSid"] == sid and p["AccountSid"] == SID and p["CallbackSource"] == "call-progress-events"
                and p["Timestamp"].endswith("GMT") for p in statuses)
     assert "CallDuration" in statuses[-1] and all("CallDuration" not in p for p in statuses[:-1])
-    assert kinds(emulator, sid)[-3:] == ["say", "hangup", "ended"]
+    assert kinds(emulator, sid)[-3:] == ["heard", "hangup", "ended"]
+    (document,) = [e.detail for e in emulator.log(sid) if e.kind == "document"]
+    assert document["source"] == "inline"
+    assert document["commands"] == [{"say": {"voice": "Polly.Joanna", "text": "Your table is ready"}},
+                                    {"pause": {"seconds": "3"}}, {"hangup": {}}]
     assert webhook.bad_signatures == 0 and webhook.of("voice") == []
 
 
@@ -66,7 +70,9 @@ async def test_gather_speech_posts_to_action(provider: TwilioProvider, emulator:
     assert (result["SpeechResult"], result["Confidence"], result["CallStatus"]) == ("I'd like a table", "0.92",
                                                                                     "in-progress")
     assert webhook.of("noinput") == []
-    assert [e["text"] for e in emulator.log(sid) if e["kind"] == "say"] == ["How can I help?", "Booked."]
+    assert heard(emulator, sid) == ["How can I help?", "Booked."]
+    assert [e.detail for e in emulator.log(sid) if e.kind == "said"] == ["I'd like a table"]
+    assert [e.detail["source"] for e in emulator.log(sid) if e.kind == "document"] == ["voice", "gather"]
     assert webhook.requests[[t for t, _ in webhook.requests].index("gather")][0] == "gather"
     assert webhook.bad_signatures == 0
 
@@ -88,7 +94,7 @@ async def test_no_input_falls_through_to_the_noinput_redirect(provider: TwilioPr
     sid = await call(provider, webhook)
     assert (await emulator.wait_ended(sid, 5))["status"] == "completed"
     assert webhook.of("gather") == [] and len(webhook.of("noinput")) == 1
-    assert kinds(emulator, sid).index("gather-timeout") < kinds(emulator, sid).index("say")
+    assert kinds(emulator, sid).index("gather-timeout") < kinds(emulator, sid).index("heard")
 
 
 async def test_a_document_that_runs_out_hangs_up(provider: TwilioProvider, emulator: TwilioEmulator,
@@ -125,12 +131,11 @@ async def test_bad_documents_are_application_errors(provider: TwilioProvider, em
     webhook.replies["voice"] = document
     sid = await call(provider, webhook)
     await emulator.wait_ended(sid, 5)
-    log = emulator.log(sid)
-    (error,) = [e for e in log if e["kind"] == "error"]
+    (error,) = [e.detail for e in emulator.log(sid) if e.kind == "error"]
     assert error["code"] == code
     # Nothing of the bad document is played; the caller hears Twilio's apology.
     apology = "We are sorry, an application error has occurred. Goodbye."
-    assert [e["text"] for e in log if e["kind"] == "say"] == [apology]
+    assert heard(emulator, sid) == [apology]
 
 
 async def test_webhook_failure_is_11200(provider: TwilioProvider, emulator: TwilioEmulator,
@@ -138,8 +143,9 @@ async def test_webhook_failure_is_11200(provider: TwilioProvider, emulator: Twil
     webhook.failing.add("voice")
     sid = await call(provider, webhook)
     await emulator.wait_ended(sid, 5)
-    assert [e["code"] for e in emulator.log(sid) if e["kind"] == "error"] == [11200]
-    assert [e["http"] for e in emulator.log(sid) if e["kind"] == "request"] == [500]
+    assert [e.detail["code"] for e in emulator.log(sid) if e.kind == "error"] == [11200]
+    fetches = [e.detail for e in emulator.log(sid) if e.kind == "request" and e.detail["type"] == "voice"]
+    assert [f["status"] for f in fetches] == [500]
 
 
 @pytest.mark.parametrize(("script", "status"), [
@@ -159,8 +165,8 @@ async def test_callee_hangs_up_during_say(provider: TwilioProvider, emulator: Tw
                                      Step("say", {"text": "never heard"}))
     sid = await call(provider, webhook)
     await emulator.wait_ended(sid, 5)
-    assert [e for e in emulator.log(sid) if e["kind"] == "hangup"] == [{"kind": "hangup", "by": "callee"}]
-    assert "never heard" not in [e.get("text") for e in emulator.log(sid)]
+    assert [e.detail for e in emulator.log(sid) if e.kind == "hangup"] == ["callee"]
+    assert heard(emulator, sid) == ["A long message"]
 
 
 async def test_inbound_reject_and_answer(emulator: TwilioEmulator, webhook: FakeWebhook) -> None:
@@ -221,7 +227,7 @@ async def test_amd_answer_reaches_the_parser(provider: TwilioProvider, emulator:
     sid = await provider.place(PlaceRequest(call_id="c1", from_number="+15005550006", to_number=TO,
                                             urls=CallUrls(webhook.url, "c1"), machine_detection=True))
     await emulator.wait_ended(sid, 5)
-    assert emulator.log(sid)[0]["params"]["MachineDetection"] == ["Enable"]
+    assert created(emulator, sid)["MachineDetection"] == ["Enable"]
     form = tuple(webhook.of("voice")[0].items())
     req = WebhookRequest("POST", webhook.hook("voice"), "/voice/webhook", (("callId", "c1"), ("type", "voice")),
                          {}, b"", form)
@@ -243,9 +249,9 @@ async def test_push_of_a_long_program_sends_the_call_to_fetch_it(provider: Twili
     long = Program("s", (Step("say", {"text": "word " * 900}), Step("hangup", {})))
     await provider.push(CallRef("c1", sid), long, CallUrls(webhook.url, "c1"))
     await emulator.wait_ended(sid, 5)
-    update = next(e for e in emulator.log(sid) if e["kind"] == "rest-update")
+    update = next(e.detail for e in emulator.log(sid) if e.kind == "rest" and "url" in e.detail)
     assert update["twiml"] is None and update["url"] == webhook.hook("resume")
-    assert "served on fetch" in [e.get("text") for e in emulator.log(sid)]
+    assert "served on fetch" in heard(emulator, sid)
 
 
 async def test_hangup_while_ringing_cancels_for_good(provider: TwilioProvider, emulator: TwilioEmulator,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from twilio_support import FakeWebhook, make_settings
+from twilio_support import FakeWebhook, created, heard, make_settings
 
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.program import Program, Step
@@ -43,12 +43,12 @@ async def test_place_with_url_and_status_callbacks(provider: TwilioProvider, emu
     webhook.replies["voice"] = HANGUP
     sid = await provider.place(place_request(webhook, ring_timeout_s=30, send_digits="1w2"))
     assert sid.startswith("CA") and len(sid) == 34
-    created = emulator.log(sid)[0]["params"]
-    assert created["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
-    assert created["Url"] == [webhook.hook("voice")] and created["StatusCallback"] == [webhook.hook("status")]
-    assert created["StatusCallbackMethod"] == ["POST"] and created["Method"] == ["POST"]
-    assert (created["Timeout"], created["TimeLimit"], created["SendDigits"]) == (["30"], ["300"], ["1w2"])
-    assert "Twiml" not in created
+    form = created(emulator, sid)
+    assert form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
+    assert form["Url"] == [webhook.hook("voice")] and form["StatusCallback"] == [webhook.hook("status")]
+    assert form["StatusCallbackMethod"] == ["POST"] and form["Method"] == ["POST"]
+    assert (form["Timeout"], form["TimeLimit"], form["SendDigits"]) == (["30"], ["300"], ["1w2"])
+    assert "Twiml" not in form
     final = await emulator.wait_ended(sid, 5)
     assert final["status"] == "completed"
     assert [p["CallStatus"] for p in webhook.of("status")] == ["initiated", "ringing", "in-progress", "completed"]
@@ -62,11 +62,11 @@ async def test_place_with_inline_opening_twiml(provider: TwilioProvider, emulato
     opening = Program("answered", (Step("say", {"text": "Your table is ready"}), Step("pause", {"seconds": 1}),
                                    Step("hangup", {})))
     sid = await provider.place(place_request(webhook, opening=opening))
-    created = emulator.log(sid)[0]["params"]
-    assert "Url" not in created and created["Twiml"][0].endswith("<Hangup/></Response>")
+    form = created(emulator, sid)
+    assert "Url" not in form and form["Twiml"][0].endswith("<Hangup/></Response>")
     await emulator.wait_ended(sid, 5)
     assert webhook.of("voice") == []          # nothing fetched: the words were inline
-    assert [e["text"] for e in emulator.log(sid) if e["kind"] == "say"] == ["Your table is ready"]
+    assert heard(emulator, sid) == ["Your table is ready"]
 
 
 async def test_opening_too_long_for_inline_is_fetched(provider: TwilioProvider, emulator: TwilioEmulator,
@@ -74,7 +74,7 @@ async def test_opening_too_long_for_inline_is_fetched(provider: TwilioProvider, 
     webhook.replies["voice"] = HANGUP
     opening = Program("answered", (Step("say", {"text": "word " * 900}), Step("hangup", {})))
     sid = await provider.place(place_request(webhook, opening=opening))
-    assert "Url" in emulator.log(sid)[0]["params"]
+    assert "Url" in created(emulator, sid)
     await emulator.wait_ended(sid, 5)
 
 
@@ -90,14 +90,14 @@ async def test_push_replaces_the_running_document_and_hangup(provider: TwilioPro
     await provider.push(ref, Program("s", (Step("say", {"text": "One moment"}), Step("keepalive", {"seconds": 300}))),
                         CallUrls(webhook.url, "c1"))
     for _ in range(200):
-        if any(e["kind"] == "say" for e in emulator.log(sid)):
+        if heard(emulator, sid):
             break
         await asyncio.sleep(0.01)
     await provider.hangup(ref)
     final = await emulator.wait_ended(sid, 5)
     assert final["status"] == "completed"
-    kinds = [e["kind"] for e in emulator.log(sid)]
-    assert kinds.index("rest-update") < kinds.index("say") < kinds.index("rest-hangup")
+    kinds = [e.kind + (":" + next(iter(e.detail)) if e.kind == "rest" else "") for e in emulator.log(sid)]
+    assert kinds.index("rest:twiml") < kinds.index("heard") < kinds.index("rest:status")
     await provider.hangup(ref)                 # already over: still fine
     await provider.hangup(CallRef("c2", "CA" + "f" * 32))   # 20404: nothing to hang up
 
@@ -193,6 +193,6 @@ async def test_ring_timeout_is_clamped(provider: TwilioProvider, emulator: Twili
                                        webhook: FakeWebhook, caplog: pytest.LogCaptureFixture) -> None:
     emulator.set_callee("+14155551212", Callee(ring="busy"))
     sid = await provider.place(place_request(webhook, ring_timeout_s=900))
-    assert emulator.log(sid)[0]["params"]["Timeout"] == ["600"]
+    assert created(emulator, sid)["Timeout"] == ["600"]
     assert "outside Twilio's range" in caplog.text
     assert (await emulator.wait_ended(sid, 5))["status"] == "busy"

@@ -60,3 +60,12 @@ class FakeWebhook:
         return f"{self.url}?callId={call_id}&type={kind}{extra}"
 
 
+
+
+def created(emulator: Any, sid: str) -> dict[str, list[str]]:
+    """The form of the REST create request, as the emulator received it."""
+    return next(e.detail["create"] for e in emulator.log(sid) if e.kind == "rest" and "create" in e.detail)
+
+
+def heard(emulator: Any, sid: str) -> list[str]:
+    return [e.detail for e in emulator.log(sid) if e.kind == "heard"]
