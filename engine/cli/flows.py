@@ -109,12 +109,14 @@ def _short(text: str, width: int = 40) -> str:
 @click.argument("name")
 @config_option
 def show(name: str, config_path: str | None) -> None:
-    """Print a flow's YAML source (even when it has errors)."""
+    """Print a flow's YAML source (a name or a path; even when it has errors)."""
     library = _library(_settings(config_path))
     try:
         path = library.path_of(name)
     except KeyError as exc:
-        _fail(str(exc), code="unknown_flow")
+        if not (name.endswith(FLOW_SUFFIXES) and Path(name).is_file()):
+            _fail(str(exc), code="unknown_flow")
+        path = name
     try:
         click.echo(Path(path).read_text(encoding="utf-8"), nl=False)
     except OSError as exc:

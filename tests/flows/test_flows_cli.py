@@ -71,6 +71,11 @@ def test_show_prints_the_source() -> None:
     assert out == (builtin_dir() / "notify.yaml").read_text()
 
 
+def test_show_a_path() -> None:
+    path = EXAMPLES / "ivr_menu.yaml"
+    assert run("show", str(path)) == (0, path.read_text(), "")
+
+
 def test_show_unknown() -> None:
     code, out, err = run("show", "notfy")
     assert (code, out) == (1, "")
