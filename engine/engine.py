@@ -30,6 +30,7 @@ log = logging.getLogger("voicecall.engine")
 
 KEEPALIVE_SECONDS = 2
 REPLY_KEEPALIVE_SECONDS = 4
+HANGUP_CONFIRM_SECONDS = 30
 APOLOGY = "Sorry, something went wrong on our side. Goodbye."
 FLOW_TIMER = "flow:"
 SUPERVISOR_TIMER = "sup:"
@@ -327,21 +328,29 @@ class CallEngine:
         s.pending_end_reason = reason
         s.bot_hangup = True
 
+        async def finish_here(why: str) -> None:
+            async with s.lock:
+                if not s.record.terminal:
+                    log.warning("call %s: %s; ending it here as %s", s.call_id, why, reason)
+                    self._finish(s, reason, None)
+                    s.changed = True
+                    await self.persist(s)
+
         async def hang_up() -> None:
             if s.record.provider_call_id is None:
-                async with s.lock:
-                    if not s.record.terminal:
-                        self._finish(s, reason, None)
-                        await self.persist(s)
-                return
+                return await finish_here("never reached the carrier")
             try:
-                await self.provider.hangup(CallRef(s.call_id, s.record.provider_call_id))
+                known = await self.provider.hangup(CallRef(s.call_id, s.record.provider_call_id))
             except ProviderError as exc:
-                log.error("call %s: hang-up failed: %s; ending it here", s.call_id, exc)
-                async with s.lock:
-                    if not s.record.terminal:
-                        self._finish(s, reason, None)
-                        await self.persist(s)
+                return await finish_here(f"hang-up failed: {exc}")
+            if known is False:
+                return await finish_here("the carrier no longer knows the call")
+            self.spawn(confirm(), f"timer hangup-confirm {s.call_id}")
+
+        async def confirm() -> None:
+            # Nothing may stay live that no carrier reports on.
+            await self.clock.sleep(HANGUP_CONFIRM_SECONDS)
+            await finish_here(f"no end reported {HANGUP_CONFIRM_SECONDS} s after our hang-up")
 
         return self.spawn(hang_up(), f"hang up {s.call_id}")
 

@@ -49,6 +49,7 @@ MODE_FLOWS = {"notify": "notify", "conversation": "conversation"}
 INBOUND_FLOW = "inbound_greeting"
 SUPERVISOR_FLOW = "reaper"
 DEFAULT_GREETING = "Hello! How can I help you today?"
+CARRIER_CAP_GRACE_S = 10
 
 
 class VoiceCallRuntime:
@@ -415,7 +416,10 @@ class VoiceCallRuntime:
                 call_id=record.call_id, from_number=record.from_number, to_number=target,
                 urls=self.urls_for(record.call_id), opening=opening,
                 ring_timeout_s=max(1, int(self.settings.get("ringTimeoutMs", 30000)) // 1000),
-                time_limit_s=int(self.settings.get("maxDurationSeconds", 300)), send_digits=dtmf_sequence,
+                # The carrier's own cap is the backstop if this runtime dies; the
+                # supervisor normally ends the call first, with reason "timeout".
+                time_limit_s=int(self.settings.get("maxDurationSeconds", 300)) + CARRIER_CAP_GRACE_S,
+                send_digits=dtmf_sequence,
             )
             s.opening_sent = opening is not None
             s.fetch_expected = opening is None or opening.steps[-1].kind in ("keepalive", "redirect")

@@ -168,8 +168,8 @@ async def _serve(settings: Settings) -> int:
         if tunnel is not None:
             await tunnel.stop()
         if stop.is_set():
-            click.echo(f"stopped; {len(runtime.sessions) if runtime else 0} live call(s) kept in the store",
-                       err=True)
+            kept = len(runtime.sessions) if runtime else 0
+            click.echo(f"stopped; {kept} live call{'' if kept == 1 else 's'} kept in the store", err=True)
 
 
 async def _start_tunnel(settings: Settings) -> tuple[Settings, Tunnel | None]:

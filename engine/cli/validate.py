@@ -11,6 +11,7 @@ import json
 import sys
 
 import click
+
 from voicecall.engine.config import ConfigFileError, check_config, count_flows
 from voicecall.engine.config.loader import BUILTIN
 from voicecall.engine.errors import Problem

@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError
 
 from voicecall.engine import yamlio
-from voicecall.engine.errors import FlowError
+from voicecall.engine.errors import FlowError, Problem
 
 from . import lint
 from .model import Action, Flow, State, TimerSpec, Transition
@@ -29,7 +29,7 @@ def load_flow_text(text: str, file: str = "<flow>") -> Flow:
     try:
         located = yamlio.load(text)
     except yamlio.YamlSyntaxError as exc:
-        report.problems.append(_problem(file, exc.line, "$", str(exc)))
+        report.problems.append(Problem(file, exc.line, "$", str(exc)))
         raise FlowError(report.problems) from None
     report.located = located
     for path, line in located.duplicates:
@@ -54,13 +54,8 @@ def load_flow_file(path: str | Path) -> Flow:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise FlowError([_problem(str(path), None, "$", f"cannot read flow file: {reason}")]) from None
+        raise FlowError([Problem(str(path), None, "$", f"cannot read flow file: {reason}")]) from None
     return load_flow_text(text, str(path))
-
-
-def _problem(file: str, line: int | None, path: str, message: str) -> Any:
-    from voicecall.engine.errors import Problem
-    return Problem(file, line, path, message)
 
 
 def _with_warnings(flow: Flow, report: Reporter) -> Flow:
@@ -72,7 +67,7 @@ def _with_warnings(flow: Flow, report: Reporter) -> Flow:
 
 class _Builder:
     """Turns validated data into the model, compiling templates as it goes.
-    Every compiled template is recorded in ``report.templates`` for lint."""
+    Every compiled template is kept on ``Flow.templates`` for lint."""
 
     def __init__(self, data: Mapping[str, Any], report: Reporter):
         self.data = data

@@ -230,14 +230,16 @@ class MockProvider:
         sid = self._sid(call)
         await self._request("POST", f"/v1/calls/{sid}", {"document": document(program, urls)})
 
-    async def hangup(self, call: CallRef) -> None:
+    async def hangup(self, call: CallRef) -> bool:
         if not call.provider_call_id:
-            return                                  # never placed: nothing to hang up
+            return False                            # never placed: nothing to hang up
         try:
             await self._request("POST", f"/v1/calls/{call.provider_call_id}", {"status": "completed"})
         except ProviderError as exc:
             if exc.status != 404:                   # already gone is what we wanted
                 raise
+            return False
+        return True
 
     async def close(self) -> None:
         if self._session is not None:
