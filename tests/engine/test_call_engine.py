@@ -78,7 +78,7 @@ async def test_stale_turn_token_cannot_complete_a_newer_turn(rig) -> None:
 
 async def test_control_verb_errors(rig) -> None:
     runtime = rig.runtime
-    with pytest.raises(InvalidParams, match="E.164"):
+    with pytest.raises(InvalidParams, match=r"E\.164"):
         await runtime.initiate(to="555-1234", message="hi")
     with pytest.raises(InvalidParams, match="needs a message"):
         await runtime.initiate(to="+15550001111", mode="notify")
@@ -161,7 +161,7 @@ async def test_max_duration_ends_an_answered_call(rig_factory) -> None:
     call_id = await rig.runtime.initiate(to="+15550001111", message="hi", mode="conversation")
     record = await rig.runtime.wait_ended(call_id, 5)
     assert (record.state, record.end_reason) == ("timeout", "timeout")
-    assert record.ended_at - record.answered_at == pytest.approx(15, abs=3)
+    assert "timer.max_duration" in [e["type"] for e in await rig.events(call_id)]
 
 
 BROKEN_AT_RUNTIME = """
