@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.engine.clock import Clock, RealClock
 from voicecall.providers.callee import Callee
@@ -116,10 +117,16 @@ class TwilioEmulator:
 
     async def dial_in(self, from_: str, to: str, webhook_url: str, callee: Callee | None = None,
                       *, status_callback: str | None = None) -> str:
-        """A caller rings our number: Twilio posts the voice request (Direction=inbound)."""
+        """A caller rings our number: Twilio posts the voice request (Direction=inbound).
+
+        The number's status callback is ``<webhook_url>?type=status``, as an operator
+        configures it (DESIGN §8); pass ``status_callback=""`` for a number without one.
+        """
+        if status_callback is None:
+            status_callback = _with_type(webhook_url, "status")
         call = EmuCall(sid=_sid(), to=to, from_=from_, direction="inbound", created=self.now(),
                        callee=callee or Callee(), first=Fetch(webhook_url, "POST"),
-                       status_callback=status_callback,
+                       status_callback=status_callback or None,
                        status_events=STATUS_EVENTS if status_callback else frozenset())
         self._launch(call)
         return call.sid
@@ -270,6 +277,12 @@ class TwilioEmulator:
             "price": None, "price_unit": "USD", "answered_by": None, "parent_call_sid": None,
             "uri": uri, "subresource_uris": {},
         }
+
+
+def _with_type(url: str, type_: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "type"]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*query, ("type", type_)]), ""))
 
 
 def _possible_number(number: str) -> bool:

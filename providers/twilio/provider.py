@@ -123,15 +123,20 @@ class TwilioProvider:
             # the undelivered program on the resume request).
             await self.rest.update(sid, url=urls.webhook("resume"), method="POST")
 
-    async def hangup(self, call: CallRef) -> None:
-        sid = _sid(call)
+    async def hangup(self, call: CallRef) -> bool:
+        """True when Twilio will report the call's end (a status callback follows);
+        False when Twilio no longer knows the call (20404) or it was never placed."""
+        if not call.provider_call_id:
+            return False
+        sid = call.provider_call_id
         try:
             await self.rest.update(sid, idempotent=True, status="completed")
         except ProviderError as exc:
             if exc.status == 404 or str(exc.carrier_code) == str(NOT_FOUND):
                 log.info("Twilio call %s is already gone (20404): nothing to hang up", sid)
-                return
+                return False
             raise
+        return True
 
     async def fetch_status(self, call: CallRef) -> str:
         """The REST status of a call (``queued ringing in-progress completed …``)."""

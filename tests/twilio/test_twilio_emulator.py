@@ -179,7 +179,13 @@ async def test_inbound_reject_and_answer(emulator: TwilioEmulator, webhook: Fake
     answered = await emulator.dial_in("+14155550100", "+15005550006", f"{webhook.url}?type=voice",
                                       status_callback=f"{webhook.url}?type=status")
     assert (await emulator.wait_ended(answered, 5))["status"] == "completed"
-    assert [p["CallStatus"] for p in webhook.of("status")] == ["ringing", "in-progress", "completed"]
+    assert [p["CallStatus"] for p in webhook.of("status") if p["CallSid"] == answered] == [
+        "ringing", "in-progress", "completed"]
+    # The number's status callback defaults to the webhook with type=status (DESIGN §8).
+    assert [p["CallStatus"] for p in webhook.of("status") if p["CallSid"] == rejected] == ["ringing", "no-answer"]
+    quiet = await emulator.dial_in("+14155550100", "+15005550006", f"{webhook.url}?type=voice", status_callback="")
+    await emulator.wait_ended(quiet, 5)
+    assert not [p for p in webhook.of("status") if p["CallSid"] == quiet]
     assert webhook.bad_signatures == 0
 
 

@@ -93,13 +93,14 @@ async def test_push_replaces_the_running_document_and_hangup(provider: TwilioPro
         if heard(emulator, sid):
             break
         await asyncio.sleep(0.01)
-    await provider.hangup(ref)
+    assert await provider.hangup(ref) is True
     final = await emulator.wait_ended(sid, 5)
     assert final["status"] == "completed"
     kinds = [e.kind + (":" + next(iter(e.detail)) if e.kind == "rest" else "") for e in emulator.log(sid)]
     assert kinds.index("rest:twiml") < kinds.index("heard") < kinds.index("rest:status")
     await provider.hangup(ref)                 # already over: still fine
-    await provider.hangup(CallRef("c2", "CA" + "f" * 32))   # 20404: nothing to hang up
+    assert await provider.hangup(CallRef("c2", "CA" + "f" * 32)) is False   # 20404: Twilio forgot it
+    assert await provider.hangup(CallRef("c3", None)) is False
 
 
 async def test_auth_failure_names_20003(emulator: TwilioEmulator, webhook: FakeWebhook) -> None:
