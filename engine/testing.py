@@ -132,7 +132,7 @@ class Harness:
     """A runtime and its carrier on loopback, for scenarios, tests and the demo."""
 
     def __init__(self, provider: str = "mock", *, settings: Any = None, config: Mapping[str, Any] | None = None,
-                 scale: float = 0.002, store: Path | None = None):
+                 scale: float = 0.002, store: Path | None = None, chaos: Any = None):
         from .clock import ScaledClock
         from .config import default_settings
 
@@ -145,16 +145,27 @@ class Harness:
                                           "serve": {"port": 0, "bind": "127.0.0.1"}, "maxConcurrentCalls": 4,
                                           **(config or {})}
         self.base = settings or default_settings()
+        self.chaos = chaos
         self.emulator: Any = None
         self.runtime: Any = None
 
     async def __aenter__(self) -> Harness:
         from .runtime import VoiceCallRuntime
 
+        options: dict[str, Any] = {}
         if self.provider == "twilio":
-            self.emulator, twilio = await _start_twilio(self.clock)
+            self.emulator, twilio = await _start_twilio(self.clock, self.chaos)
             self.overrides.update(provider="twilio", twilio=twilio, fromNumber="+15005550006")
-        self.runtime = VoiceCallRuntime(self.base.replace(**self.overrides), clock=self.clock)
+        else:
+            from voicecall.providers.mock import MockCarrier
+
+            from .security import load_or_create_mock_secret
+
+            secret = load_or_create_mock_secret(Path(self.overrides["store"]))
+            self.emulator = MockCarrier(secret=secret, clock=self.clock, chaos=self.chaos)
+            options["api_base_url"] = await self.emulator.start()
+        self.runtime = VoiceCallRuntime(self.base.replace(**self.overrides), clock=self.clock,
+                                        provider_options=options)
         try:
             await self.runtime.start()
         except BaseException:
@@ -175,7 +186,7 @@ class Harness:
 
     @property
     def carrier(self) -> Any:
-        return self.emulator or self.runtime.mock_carrier
+        return self.emulator
 
     async def run(self, sc: Scenario, flow_name: str | None = None) -> SimulationResult:
         from voicecall.providers.callee import Callee
@@ -204,10 +215,10 @@ def _resolve_flow(sc: Scenario) -> tuple[str, list[str]]:
     return sc.flow, []
 
 
-async def _start_twilio(clock: Any) -> tuple[Any, dict[str, str]]:
+async def _start_twilio(clock: Any, chaos: Any) -> tuple[Any, dict[str, str]]:
     from voicecall.providers.twilio import TwilioEmulator
 
-    emulator = TwilioEmulator(TEST_TWILIO["accountSid"], TEST_TWILIO["authToken"], clock=clock)
+    emulator = TwilioEmulator(TEST_TWILIO["accountSid"], TEST_TWILIO["authToken"], clock=clock, chaos=chaos)
     base_url = await emulator.start()
     return emulator, {**TEST_TWILIO, "apiBaseUrl": base_url}
 
