@@ -126,7 +126,8 @@ def show(name: str, config_path: str | None) -> None:
 @flows.command("validate")
 @click.argument("files", nargs=-1, type=click.Path(exists=False))
 @config_option
-def validate(files: tuple[str, ...], config_path: str | None) -> None:
+@json_option
+def validate(files: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
     """Check flow files (default: the whole library); print every problem."""
     problems: list[Problem] = []
     count = 0
@@ -143,9 +144,17 @@ def validate(files: tuple[str, ...], config_path: str | None) -> None:
         library = _library(_settings(config_path, listing=True))
         problems = library.problems()
         count = len(library.names())
+    failed = any(not p.warning for p in problems)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": not failed, "flows": count,
+            "errors": [p.as_json() for p in problems if not p.warning],
+            "warnings": [p.as_json() for p in problems if p.warning],
+        }, indent=2))
+        sys.exit(1 if failed else 0)
     for problem in problems:
         click.echo(problem.format())
-    if any(not p.warning for p in problems):
+    if failed:
         sys.exit(1)
     click.echo(f"OK: {count} flow{'' if count == 1 else 's'}")
 

@@ -104,6 +104,18 @@ def test_validate_reports_every_problem(tmp_path: Path) -> None:
         f"{bad}:10: $.transitions[1].to: unknown state 'b'\n")
 
 
+def test_validate_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("flow: bad\ninitial: a\nstates: {a: {do: [sya: x]}}\n")
+    code, out, _ = run("validate", "--json", str(bad))
+    assert code == 1
+    assert json.loads(out) == {"ok": False, "flows": 0, "warnings": [], "errors": [
+        {"file": str(bad), "line": 3, "path": "$.states.a.do[0]",
+         "message": "unknown action 'sya' (did you mean 'say'?)"}]}
+    code, out, _ = run("validate", "--json")
+    assert (code, json.loads(out)) == (0, {"ok": True, "flows": 4, "errors": [], "warnings": []})
+
+
 def test_validate_missing_file(tmp_path: Path) -> None:
     code, out, _ = run("validate", str(tmp_path / "nope.yaml"))
     assert (code, out) == (1, f"{tmp_path / 'nope.yaml'}: $: cannot read flow file: "
