@@ -46,8 +46,14 @@ def _settings(config_path: str | None, as_json: bool = False, *, listing: bool =
     except ProblemsError as exc:
         first = exc.problems[0] if len(exc.problems) == 1 else None
         if listing and not (first and first.path == "$" and first.line is None):
-            for problem in exc.problems:
-                click.echo(problem.format())
+            if as_json:
+                click.echo(json.dumps({
+                    "ok": False, "flows": 0,
+                    "errors": [p.as_json() for p in exc.problems if not p.warning],
+                    "warnings": [p.as_json() for p in exc.problems if p.warning]}, indent=2))
+            else:
+                for problem in exc.problems:
+                    click.echo(problem.format())
             sys.exit(1)
         message = first.message if first and first.path == "$" else "invalid config"
         shown = None if first and first.path == "$" else exc.problems
@@ -141,7 +147,7 @@ def validate(files: tuple[str, ...], config_path: str | None, as_json: bool) -> 
             problems += flow.warnings
             count += 1
     else:
-        library = _library(_settings(config_path, listing=True))
+        library = _library(_settings(config_path, as_json, listing=True))
         problems = library.problems()
         count = len(library.names())
     failed = any(not p.warning for p in problems)
