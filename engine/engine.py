@@ -363,7 +363,7 @@ class CallEngine:
         request = ReplyRequest(
             call_id=rec.call_id, from_number=rec.from_number, to_number=rec.to_number,
             direction=rec.direction, transcript=tuple(Turn(t.role, t.text) for t in rec.transcript),
-            system_prompt=self.config.get("_route", {}).get("responseSystemPrompt"), model=None,
+            system_prompt=rec.route_settings.get("responseSystemPrompt"), model=rec.route_settings.get("responseModel"),
             agent_id=rec.agent_id, session_key=rec.session_scope,
         )
 

@@ -58,6 +58,8 @@ class CallRecord:
     timers: list[Timer] = field(default_factory=list)
     delivered: bool = True
     route: str | None = None
+    # A number route's responder overrides (responseModel, responseSystemPrompt).
+    route_settings: dict[str, Any] = field(default_factory=dict)
     agent_id: str | None = None
     session_scope: str | None = None
     dtmf_sequence: str | None = None

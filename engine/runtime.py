@@ -348,7 +348,9 @@ class VoiceCallRuntime:
         record = self._new_record(flow, direction="inbound", from_number=decision.caller or str(caller),
                                   to_number=str(dialed or ""), message=str(greeting), vars_={})
         record.provider_call_id = pid or None
-        record.route = str(dialed) if decision.route else None
+        if decision.route:
+            record.route = str(dialed)
+            record.route_settings = {k: route[k] for k in ("responseModel", "responseSystemPrompt") if route.get(k)}
         await self.store.put_flow(flow.hash, flow.name, flow.source)
         return self._session(record, flow)
 

@@ -220,3 +220,30 @@ async def test_restart_restores_live_calls_and_overdue_timers_fire(rig_factory, 
     assert "sup:max_duration" in restored.timers
     record = await again.runtime.wait_ended(call_id, 5)   # the cap still ends it (carrier forgot the call)
     assert (record.state, record.end_reason) == ("timeout", "timeout")
+
+
+async def test_refused_inbound_call_is_audited_once_however_often_the_carrier_retries(rig_factory) -> None:
+    rig = await rig_factory(inboundPolicy="allowlist", allowFrom=["+15550002222"])
+    body = {"sid": "MCrefused", "event": "inbound", "direction": "inbound", "from": "+15550009999",
+            "to": "+15550000000", "seq": 0}
+    for attempt in range(3):
+        status, text = await rig.post({**body, "seq": attempt}, type="voice")
+        assert status == 200
+        assert '"reject"' in text and '"say"' not in text and '"gather"' not in text
+    rows = await rig.runtime.store.audit_rows("inbound_refused")
+    assert [r["data"]["reason"] for r in rows] == ["not_in_allowlist"]
+    assert rig.runtime.sessions == {}
+
+
+async def test_number_route_chooses_flow_greeting_and_responder_settings(rig_factory) -> None:
+    rig = await rig_factory(inboundPolicy="open", numbers={"+15550000001": {
+        "inboundGreeting": "Sales line, hello!", "flow": "conversation",
+        "responseSystemPrompt": "You sell boats."}})
+    callee = Callee.from_script([{"wait": 100000}])
+    sid = await rig.carrier.dial_in("+15550002222", "+15550000001", rig.runtime.public_url, callee)
+    await _wait(lambda: any(s.record.provider_call_id == sid for s in rig.runtime.sessions.values()))
+    session = next(s for s in rig.runtime.sessions.values() if s.record.provider_call_id == sid)
+    assert session.record.flow == "conversation"
+    assert session.record.message == "Sales line, hello!"
+    assert session.record.route_settings == {"responseSystemPrompt": "You sell boats."}
+    await _wait(lambda: "Sales line, hello!" in rig.carrier.calls[sid].heard)
