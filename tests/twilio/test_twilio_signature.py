@@ -34,6 +34,10 @@ COMPUTE = [
      "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="),
     (SUITE_TOKEN, SUITE_URL, (("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"),
                               ("Digits", "1234"), ("Digits", "1234")), "HMAC_SHA1", "IK+Dwps556ElfBT0I3Rgjkr1wJU="),
+    # Twilio's documented example (webhooks security page): same URL, caller +12349013030.
+    (SUITE_TOKEN, SUITE_URL, (("CallSid", "CA1234567890ABCDE"), ("Caller", "+12349013030"), ("Digits", "1234"),
+                              ("From", "+12349013030"), ("To", "+18005551212")), "HMAC_SHA1",
+     "0/KCTR6DLpKmkAf8muzZqo1nDgQ="),
     (NEW_TOKEN, "https://example.com/twilio/status", STATUS_PARAMS, "HMAC_SHA1", "UM0WtAQJfShAWYjftehFLMfYgEM="),
     (NEW_TOKEN, "https://example.com:443/twilio/status", STATUS_PARAMS, "HMAC_SHA1", "0sNJma9+pZWIqmn97fi8LCu6heY="),
     (NEW_TOKEN, "https://example.com/twilio/status", STATUS_PARAMS, "HMAC_SHA256",
