@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from voicecall.providers.callee import Callee, ScriptError
 
@@ -322,7 +322,7 @@ class CallRunner:
             url = (verb.text or "").strip()
             if not url:
                 raise AppError(12100, "Document parse failure: <Redirect> without a URL")
-            return Fetch(url, verb.get("method", "POST").upper())
+            return Fetch(urljoin(doc_url or "", url), verb.get("method", "POST").upper())
         elif tag == "Hangup":
             self.note("hangup", "twiml")
             self.end("completed")
@@ -370,7 +370,7 @@ class CallRunner:
         call = self.call
         input_ = verb.get("input", "dtmf")
         timeout = _int(verb.get("timeout"), 5)
-        action = verb.get("action") or doc_url
+        action = urljoin(doc_url or "", verb.get("action", "")) or doc_url
         self.note("gather", {"input": input_, "action": action})
         for child in verb:
             if child.tag not in ("Say", "Play", "Pause"):
@@ -388,6 +388,8 @@ class CallRunner:
         if answer.kind == "silence":
             await self.emu.sleep(timeout)
             self.note("gather-timeout")
+            if verb.get("actionOnEmptyResult") == "true" and action:
+                return Fetch(action, verb.get("method", "POST").upper(), {"Digits": ""})
             return None          # falls through to the next verb
         if action is None:
             raise AppError(11200, "HTTP retrieval failure: <Gather> without action in an inline document")

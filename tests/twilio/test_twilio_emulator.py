@@ -272,3 +272,15 @@ async def test_hangup_while_ringing_cancels_for_good(provider: TwilioProvider, e
     assert emulator.calls[sid].status == "canceled" and webhook.of("voice") == []
     statuses = [p["CallStatus"] for p in webhook.of("status")]
     assert statuses[-1] == "canceled" and "in-progress" not in statuses
+
+
+async def test_relative_action_and_action_on_empty_result(provider: TwilioProvider, emulator: TwilioEmulator,
+                                                          webhook: FakeWebhook) -> None:
+    webhook.replies["voice"] = ('<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="dtmf" timeout="1" '
+                                'action="webhook?callId=c1&amp;type=gather" actionOnEmptyResult="true"/>'
+                                '<Say>not reached</Say></Response>')
+    webhook.replies["gather"] = twiml(webhook, Step("hangup", {}))
+    sid = await call(provider, webhook)
+    await emulator.wait_ended(sid, 5)
+    assert webhook.of("gather")[0]["Digits"] == ""
+    assert heard(emulator, sid) == []
