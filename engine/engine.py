@@ -33,6 +33,7 @@ REPLY_KEEPALIVE_SECONDS = 4
 HANGUP_CONFIRM_SECONDS = 30
 APOLOGY = "Sorry, something went wrong on our side. Goodbye."
 FLOW_TIMER = "flow:"
+COMMAND_TIMER = "cmd:"
 SUPERVISOR_TIMER = "sup:"
 
 
@@ -74,6 +75,8 @@ class CallEngine:
         if event.provider_call_id and not rec.provider_call_id:
             rec.provider_call_id = event.provider_call_id
         event = self._book(s, event)
+        if event.type == "playback.done":
+            self.playback_done(s, event.token)
         ctx = s.context(self.config, event.as_context())
         fired = await s.machine.fire(s.model, event.type, ctx)
         awaited = s.waiter is not None and event.type in TURN_RESULTS
@@ -304,11 +307,78 @@ class CallEngine:
             s.gather_sent_at = now
 
     def _deliver_later(self, s: Session, program: Program) -> None:
+        if self.provider.style == "command":
+            if s.record.answered_at is None and not program.ends_call:
+                s.outbox[:0] = [st for st in program.steps if st.kind != "keepalive"]
+                return
+            self.run_commands(s, program)
+            return
         if s.fetch_expected or s.record.answered_at is None:
             s.outbox[:0] = [st for st in program.steps if st.kind != "keepalive"]
             return
-        self.mark_delivered(s, program)
+        if getattr(self.provider, "push_fetches", False):
+            # The carrier's live update points the call at our resume URL;
+            # the program is served on that fetch.
+            s.outbox[:0] = [st for st in program.steps if st.kind != "keepalive"]
+            s.fetch_expected = True
+        else:
+            self.mark_delivered(s, program)
         self.spawn(self._push(s, program), f"push to {s.call_id}")
+
+    # ------------------------------------------------------------ command carriers
+
+    def run_commands(self, s: Session, program: Program) -> None:
+        """Replace what the call still had to do with ``program``, step by step."""
+        s.command_gen += 1
+        s.commands = [st for st in program.steps if st.kind != "keepalive"]
+        s.command_tag = None
+        s.cancel_timers(COMMAND_TIMER)
+        self._measure_turn(s, program)
+        self.spawn(self._advance(s, s.command_gen), f"commands for {s.call_id}")
+
+    def playback_done(self, s: Session, tag: str | None) -> None:
+        if tag is not None and tag == s.command_tag:
+            s.command_tag = None
+            self.spawn(self._advance(s, s.command_gen), f"commands for {s.call_id}")
+
+    async def _advance(self, s: Session, generation: int) -> None:
+        from voicecall.providers.base import CallRef
+
+        urls = self.urls_for(s.call_id)
+        while s.commands and s.command_gen == generation and not s.record.terminal:
+            step = s.commands.pop(0)
+            if step.kind == "pause":
+                await self.clock.sleep(float(step.params.get("seconds", 0)))
+                continue
+            tag = new_token()
+            if step.kind in ("say", "play"):
+                s.command_tag = tag
+            try:
+                await self.provider.execute(CallRef(s.call_id, s.record.provider_call_id), step, urls, tag)
+            except ProviderError as exc:
+                log.error("call %s: carrier refused %s: %s", s.call_id, step.kind, exc)
+                s.command_tag = None
+                continue
+            if step.kind in ("say", "play"):
+                return                       # playback.done with this tag resumes us
+            if step.kind == "gather":
+                self._arm_gather_timeout(s, step)
+                return
+            if step.kind in ("hangup", "reject"):
+                return
+
+    def _arm_gather_timeout(self, s: Session, step: Step) -> None:
+        """Speech is transcribed continuously: the engine decides when the turn timed out."""
+        if "speech" not in str(step.params.get("input", "")):
+            return
+        token, seconds = step.params.get("token"), float(step.params.get("timeout", 5))
+
+        async def expire() -> None:
+            await self.clock.sleep(seconds)
+            s.timers.pop(COMMAND_TIMER + "gather", None)
+            await self.run(s, Event("gather.timeout", {}, s.call_id, token=token), via_request=False)
+
+        s.timers[COMMAND_TIMER + "gather"] = self.spawn(expire(), f"timer gather for {s.call_id}")
 
     async def _push(self, s: Session, program: Program) -> None:
         from voicecall.providers.base import CallRef

@@ -289,9 +289,17 @@ class VoiceCallRuntime:
                 refused = await self._inbound(event)
                 if isinstance(refused, Program):
                     await self.store.commit(None, replay_key=replay_key)
+                    if self.provider.style == "command":
+                        await self._reject_by_command(event, refused)
+                        return self.provider.ack(req)
                     return self.provider.render(refused, self.urls_for(event.call_id or ""))
                 s = refused
-                events_after = [Event("call.answered", {}, s.call_id, event.provider_call_id)]
+                if self.provider.style == "document":
+                    # Returning a document answers the call.
+                    events_after = [Event("call.answered", {}, s.call_id, event.provider_call_id)]
+                else:
+                    events_after = []
+                    self.engine.spawn(self._answer(s), f"answer {s.call_id}")
             else:
                 events_after = []
             if s is None:
@@ -319,6 +327,24 @@ class VoiceCallRuntime:
                 return self._idle_reply(session, req)
             self.engine.mark_delivered(session, program)
             return self.provider.render(program, self.urls_for(session.call_id))
+
+    async def _reject_by_command(self, event: Event, program: Program) -> None:
+        from voicecall.providers.base import CallRef
+
+        ref = CallRef(event.call_id or "", event.provider_call_id)
+        try:
+            await self.provider.execute(ref, program.steps[0], self.urls_for(ref.call_id), "reject")
+        except ProviderError as exc:
+            log.error("could not reject inbound call %s: %s", event.provider_call_id, exc)
+
+    async def _answer(self, s: Session) -> None:
+        from voicecall.providers.base import CallRef
+
+        try:
+            await self.provider.answer(CallRef(s.call_id, s.record.provider_call_id), self.urls_for(s.call_id))
+        except ProviderError as exc:
+            log.error("call %s: could not answer: %s", s.call_id, exc)
+            await self.engine.end_call(s, "failed")
 
     def _idle_reply(self, s: Session | None, req: WebhookRequest) -> Reply:
         """A document when nothing new is due: keep a live call alive, end a dead one."""

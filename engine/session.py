@@ -45,6 +45,11 @@ class Session:
     waiter: asyncio.Future[str] | None = None
     timers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     reply_task: asyncio.Task[None] | None = None
+    # Command carriers: the steps still to run, and the tag of the step whose
+    # playback.done we wait for. A new program bumps the generation.
+    commands: list[Step] = field(default_factory=list)
+    command_tag: str | None = None
+    command_gen: int = 0
     gather_sent_at: float | None = None
     turn_result_at: float | None = None
     listen_wait_ms: float | None = None

@@ -119,6 +119,16 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+class CommandProvider(Provider, Protocol):
+    """A command carrier (``style == "command"``, e.g. Telnyx): see ARCHITECTURE "Carrier styles"."""
+
+    async def execute(self, call: CallRef, step: Any, urls: CallUrls, tag: str) -> None:
+        """Send the command for one step; say/play report ``playback.done`` with ``tag``."""
+        ...
+
+    async def answer(self, call: CallRef, urls: CallUrls) -> None: ...
+
+
 def provider_class(name: str) -> type:
     """Import a provider class by registry name (lazily: SDKs are heavy)."""
     try:

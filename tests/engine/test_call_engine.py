@@ -205,7 +205,7 @@ async def test_render_error_mid_call_apologises_hangs_up_and_ends_in_error(rig_f
 
 async def test_restart_restores_live_calls_and_overdue_timers_fire(rig_factory, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    rig = await rig_factory(store=store, maxDurationSeconds=30)
+    rig = await rig_factory(store=store, maxDurationSeconds=100)
     rig.carrier.set_callee("+15550001111", Callee.from_script([{"answer": {"after": 1}}, {"wait": 100000}]))
     call_id = await rig.runtime.initiate(to="+15550001111", message="hi", mode="conversation")
     session = rig.runtime.sessions[call_id]
@@ -214,11 +214,11 @@ async def test_restart_restores_live_calls_and_overdue_timers_fire(rig_factory, 
     assert "sup:max_duration" in timers
     await rig.runtime.stop()
 
-    again = await rig_factory(store=store, maxDurationSeconds=30)
+    again = await rig_factory(store=store, maxDurationSeconds=100)
     restored = again.runtime.sessions[call_id]
     assert restored.record.state == "listening"
     assert "sup:max_duration" in restored.timers
-    record = await again.runtime.wait_ended(call_id, 5)   # the cap still ends it (carrier forgot the call)
+    record = await again.runtime.wait_ended(call_id, 10)   # the cap still ends it (carrier forgot the call)
     assert (record.state, record.end_reason) == ("timeout", "timeout")
 
 

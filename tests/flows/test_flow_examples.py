@@ -30,7 +30,7 @@ CASES = {
 
 @pytest.mark.parametrize("scenario", sorted(CASES))
 def test_example_scenario(scenario: str) -> None:
-    testing = pytest.importorskip("voicecall.engine.testing")
+    from voicecall.engine import testing
     flow, turns, transcript = CASES[scenario]
     result = testing.simulate(str(EXAMPLES / f"{flow}.yaml"),
                               EXAMPLES / "scenarios" / f"{scenario}.yaml")
