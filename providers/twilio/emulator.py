@@ -55,14 +55,14 @@ class Chaos:
 
 class TwilioEmulator:
     def __init__(self, account_sid: str, auth_token: str, *, default_callee: Callee | None = None,
-                 chaos: Chaos | Mapping[str, Any] | None = None, time_scale: float = 1.0,
+                 chaos: Chaos | Mapping[str, Any] | Any = None, time_scale: float = 1.0,
                  clock: Clock | None = None):
         """``clock``: shared with the runtime in simulations (e.g. a ScaledClock);
         every emulated duration is ``seconds * time_scale`` on it."""
         self.account_sid = account_sid
         self._token = auth_token
         self._default_callee = default_callee
-        self.chaos = chaos if isinstance(chaos, Chaos) else Chaos(**dict(chaos or {}))
+        self.chaos = _chaos(chaos)
         self.time_scale = time_scale
         self._clock: Clock = clock or RealClock()
         self._callees: dict[str, Callee] = {}
@@ -277,6 +277,17 @@ class TwilioEmulator:
             "price": None, "price_unit": "USD", "answered_by": None, "parent_call_sid": None,
             "uri": uri, "subresource_uris": {},
         }
+
+
+def _chaos(spec: Any) -> Chaos:
+    """A Chaos from ours, a mapping, or any object with ``seed``/``duplicate``/``reorder``
+    (the mock carrier's), so one scenario option drives every carrier."""
+    if spec is None or isinstance(spec, Chaos):
+        return spec or Chaos()
+    if isinstance(spec, Mapping):
+        return Chaos(**dict(spec))
+    return Chaos(int(getattr(spec, "seed", 0)), float(getattr(spec, "duplicate", 0.0)),
+                 float(getattr(spec, "reorder", 0.0)))
 
 
 def _with_type(url: str, type_: str) -> str:
