@@ -239,7 +239,8 @@ class VoiceCallRuntime:
         s = self.sessions.get(event.call_id or "")
         if s is None and event.provider_call_id:
             s = self._by_provider_id.get(event.provider_call_id)
-        if s is not None and event.provider_call_id and not s.record.provider_call_id:
+        if s is not None and event.provider_call_id and event.provider_call_id != s.record.provider_call_id:
+            # Plivo names a call by its request UUID until the call's own UUID is known.
             s.record.provider_call_id = event.provider_call_id
             self._by_provider_id[event.provider_call_id] = s
         return s
@@ -397,7 +398,7 @@ class VoiceCallRuntime:
                        dtmf_sequence: str | None = None) -> str:
         """Place an outbound call; returns its callId once the carrier accepted it."""
         from .errors import FlowError
-        from .flows import validate_vars
+        from .flows import validate_vars, vars_with_defaults
         from .inbound import normalise_e164
 
         target = normalise_e164(to or self.settings.get("toNumber"))
@@ -430,7 +431,8 @@ class VoiceCallRuntime:
         if len(self.sessions) >= limit:
             raise ConcurrencyLimit(f"maximum concurrent calls ({limit}) reached", limit=limit)
         record = self._new_record(chosen, direction="outbound", from_number=str(self.settings.get("fromNumber") or
-                                  "+15550000000"), to_number=target, message=message, vars_=vars or {})
+                                  "+15550000000"), to_number=target, message=message,
+                                  vars_=vars_with_defaults(chosen, dict(vars or {})))
         record.dtmf_sequence = dtmf_sequence
         s = self._session(record, chosen)   # reserves the slot before any await
         try:
