@@ -28,7 +28,7 @@ STATUS_EVENTS: Mapping[str, tuple[str, str | None]] = {
     "no-answer": ("call.ended", "no-answer"),
     "canceled": ("call.ended", "hangup-bot"),
 }
-WEBHOOK_TYPES = frozenset({"voice", "status", "gather", "noinput", "resume", "machine"})
+WEBHOOK_TYPES = frozenset({"voice", "status", "gather", "noinput", "resume", "redirect", "machine"})
 # Twilio omits Confidence on some speech results; the reference implementation assumes 0.9.
 DEFAULT_CONFIDENCE = 0.9
 _SID = re.compile(r"^[A-Za-z]{2}[0-9A-Za-z]{1,62}$")
@@ -65,8 +65,8 @@ def parse(req: WebhookRequest) -> list[Event]:
         return [_gather(form, base)]
     if kind == "noinput":
         return [Event("gather.timeout", {}, **base)]
-    if kind == "resume":
-        return []     # a keep-alive came back: nothing happened, the runtime sends what is due
+    if kind in ("resume", "redirect"):
+        return []     # a keep-alive or redirect came back: nothing happened, the runtime sends what is due
     if kind == "machine":
         amd = form.get("AnsweredBy", "")
         if not amd:

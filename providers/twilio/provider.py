@@ -28,7 +28,7 @@ RING_TIMEOUT_RANGE = (1, 600)      # REST `Timeout`
 TIME_LIMIT_MAX = 14400             # REST `TimeLimit`: four hours
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 # Webhook types whose reply Twilio executes as the call's next document.
-_DOCUMENT_TYPES = frozenset({"voice", "gather", "noinput", "resume"})
+_DOCUMENT_TYPES = frozenset({"voice", "gather", "noinput", "resume", "redirect"})
 
 
 class TwilioProvider:

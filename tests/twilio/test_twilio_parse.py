@@ -69,6 +69,7 @@ def test_gather_results_carry_the_turn_token() -> None:
     (noinput,) = provider.parse(req({"callId": "c1", "type": "noinput", "token": "t7"}, CallStatus="in-progress"))
     assert (noinput.type, noinput.token) == ("gather.timeout", "t7")
     assert provider.parse(req({"callId": "c1", "type": "resume"}, CallStatus="in-progress")) == []
+    assert provider.parse(req({"callId": "c1", "type": "redirect"}, CallStatus="in-progress")) == []
 
 
 def test_inbound_voice_request() -> None:
