@@ -418,6 +418,8 @@ class VoiceCallRuntime:
             raise InvalidParams(str(exc).strip("'\"")) from None
         if chosen.kind != "call":
             raise InvalidParams(f"flow {name!r} is a {chosen.kind} flow and cannot drive a call")
+        if missing := chosen.unsupported(self.provider.name, self.provider.capabilities):
+            raise InvalidParams(f"flow {name!r} cannot run on {self.provider.name}: {missing[0].message}")
         if chosen.mode == "notify" and not (message or "").strip():
             raise InvalidParams("a notify call needs a message")
         if dtmf_sequence:

@@ -55,6 +55,7 @@ def check_flows(plugin: Mapping[str, Any], base_dir: FsPath | None,
         if library is None:
             return issues, problems, paths
         problems += list(library.problems())
+        problems += _capability_problems(library, str(plugin.get("provider") or "mock"))
         names = set(library.names())
         for number, route in (plugin.get("numbers") or {}).items():
             name = route.get("flow") if isinstance(route, Mapping) else None
@@ -67,6 +68,23 @@ def check_flows(plugin: Mapping[str, Any], base_dir: FsPath | None,
     except OSError as exc:
         issues.append(Issue(("flows", "paths"), f"cannot read flows: {exc}"))
     return issues, problems, paths
+
+
+def _capability_problems(library: Any, provider: str) -> list[Problem]:
+    """Refuse, before any call, a flow that needs what the carrier cannot do."""
+    try:
+        from voicecall.providers.base import provider_class
+
+        capabilities = provider_class(provider).capabilities
+    except (ImportError, KeyError):
+        return []
+    out: list[Problem] = []
+    for name in library.names():
+        try:
+            out += library.get(name).unsupported(provider, capabilities)
+        except ProblemsError:
+            continue                      # a broken flow reports itself
+    return out
 
 
 def _known(library: Any, name: str) -> bool:

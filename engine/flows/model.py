@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from voicecall.engine.errors import Problem
+
 FlowKind = Literal["call", "supervisor"]
 
 
@@ -132,13 +134,23 @@ class Flow:
         nested = [p for a in out if a.kind == "gather" for p in a.args.get("prompt", ())]
         return out + nested
 
-    def required_capabilities(self) -> frozenset[str]:
-        """Provider capabilities this flow needs, derived from its actions."""
-        caps: set[str] = set()
+    def capability_uses(self) -> list[tuple[str, Action]]:
+        """(capability, the action that needs it) for every action of this flow."""
+        uses: list[tuple[str, Action]] = []
         for action in self.actions():
             if action.kind in _CAPABILITY:
-                caps.add(_CAPABILITY[action.kind])
+                uses.append((_CAPABILITY[action.kind], action))
             elif action.kind == "gather":
-                for word in str(action.args.get("input", "speech")).split():
-                    caps.add(f"gather.{word}")
-        return frozenset(caps)
+                words = str(action.args.get("input", "speech")).replace("both", "speech dtmf").split()
+                uses.extend((f"gather.{word}", action) for word in words)
+        return uses
+
+    def required_capabilities(self) -> frozenset[str]:
+        """Provider capabilities this flow needs, derived from its actions."""
+        return frozenset(cap for cap, _ in self.capability_uses())
+
+    def unsupported(self, provider: str, capabilities: frozenset[str]) -> list[Problem]:
+        """One problem per action this carrier cannot do, at the action's line."""
+        return [Problem(action.file, action.line, action.path,
+                        f"{action.kind} needs {cap}, which the {provider} carrier cannot do")
+                for cap, action in self.capability_uses() if cap not in capabilities]
