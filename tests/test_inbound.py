@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from voicecall.engine.config import default_settings
 from voicecall.engine.inbound import (
     InboundDecision,

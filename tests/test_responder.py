@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from voicecall.engine.config.settings import Settings
 from voicecall.engine.errors import VoiceCallError
 from voicecall.engine.responder import (

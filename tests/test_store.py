@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from voicecall.engine.errors import VoiceCallError
 from voicecall.engine.record import CallRecord, Timer, TranscriptEntry
 from voicecall.engine.store import (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from voicecall.engine.config import check_config
 from voicecall.engine.config.schema import config_schema
 

@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+
 from voicecall.engine.config import (
     ConfigError,
     ConfigFileError,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+
 from voicecall.engine.cli import cli
 
 TWILIO_OK = ("provider: twilio\nfromNumber: '+15550001234'\nstaleCallReaperSeconds: 180\n"

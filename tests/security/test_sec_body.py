@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
+
 from voicecall.engine.security import (
     BodyTimeout,
     BodyTooLarge,

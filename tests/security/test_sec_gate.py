@@ -4,6 +4,7 @@ present, per-IP in-flight cap."""
 from __future__ import annotations
 
 import pytest
+
 from voicecall.engine.errors import SignatureError, VoiceCallError
 from voicecall.engine.security import (
     InFlightLimiter,

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from voicecall.engine.errors import ConfigError
 from voicecall.engine.security import SecurityPolicy
 

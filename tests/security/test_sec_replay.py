@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from voicecall.engine.errors import ConfigError, SignatureError
 from voicecall.engine.security import (
     MOCK_SIGNATURE_HEADER,

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from voicecall.engine.errors import SignatureError
 from voicecall.engine.security import (
     SecurityPolicy,
