@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from voicecall.engine.errors import ConfigError, VoiceCallError
+from voicecall.engine.errors import VoiceCallError
 
 if TYPE_CHECKING:
     from voicecall.engine.config import Settings
@@ -39,26 +39,16 @@ def _json_option(f: Any) -> Any:
 
 def fail(code: str, message: str, as_json: bool) -> NoReturn:
     """One ``Error: …`` line on stderr (and the JSON error document with --json); exit 1."""
-    if as_json:
-        click.echo(json.dumps({"error": {"code": code, "message": message}}))
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
+    from voicecall.engine.cli.serve import fail as fail_one_line
+
+    fail_one_line(message, code, as_json)
 
 
 def load(config_path: str | None, as_json: bool) -> Settings:
-    from voicecall.engine.config import ConfigFileError, load_settings
+    """Settings, or every config problem on stderr and exit 1 (the same text as ``serve``)."""
+    from voicecall.engine.cli.serve import load_or_exit
 
-    try:
-        return load_settings(config_path)
-    except ConfigFileError as exc:
-        fail(exc.code, str(exc), as_json)
-    except ConfigError as exc:
-        if not as_json:
-            for problem in exc.problems:
-                if not problem.warning:
-                    click.echo(problem.format(), err=True)
-        fail(exc.code, "the config has errors; run `voicecall validate-config`"
-             if not as_json else str(exc), as_json)
+    return load_or_exit(config_path, as_json)
 
 
 def rpc(settings: Settings, method: str, params: dict[str, Any], timeout: float | None = None) -> Any:
@@ -95,18 +85,21 @@ def _print_call_id(call_id: str, as_json: bool) -> None:
 
 def _standalone_call(settings: Settings, params: dict[str, Any], as_json: bool) -> str:
     """Run a runtime here until the call ends: print the id as soon as it is placed."""
+    from voicecall.engine.cli.serve import setup_logging
     from voicecall.engine.runtime import VoiceCallRuntime
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(settings, logging.WARNING)
 
     async def run() -> str:
         runtime = VoiceCallRuntime(settings)
         try:
             await runtime.start(webhook=True)
         except OSError as exc:
-            where = f"{settings.get('serve.bind', '127.0.0.1')}:{settings.get('serve.port', 3334)}"
-            raise VoiceCallError(f"cannot listen for webhooks on {where} ({exc.strerror or exc}); is another "
-                                 "`voicecall serve` running with a different control port?") from None
+            # Most likely a serve whose control listener is elsewhere (DESIGN §5: name it, no raw EADDRINUSE).
+            port = settings.get("serve.port", 3334)
+            raise VoiceCallError(
+                f"cannot listen for webhooks on port {port} ({exc.strerror or exc}); another `voicecall serve` "
+                f"probably holds it: point control.port at that serve's control listener") from None
         call_id = ""
         try:
             call_id = await runtime.initiate(

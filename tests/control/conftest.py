@@ -29,6 +29,8 @@ BASE: dict[str, Any] = {
     # Ten virtual minutes of ringing (6 s real): a "no-answer" callee keeps a call live.
     "ringTimeoutMs": 600_000,
     "outbound": {"notifyHangupDelaySec": 0},
+    # An hour of call (36 s real): no call hits its time limit during a test.
+    "maxDurationSeconds": 3600,
 }
 
 
