@@ -5,19 +5,27 @@ It tells apart the failures the CLI must treat differently (DESIGN §5): nothing
 listening (the only case where a verb may fall back to a standalone runtime),
 a refused token, a time-out, and an RPC error carrying its code and slug.
 aiohttp is imported inside ``call`` so importing this module stays cheap.
+
+The control token file (``<store>/control.token``) is read here and created
+here (by the listener, once): both sides agree on one place.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
+import os
 import pathlib
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from .errors import VoiceCallError
 
 if TYPE_CHECKING:
     from .config import Settings
+
+log = logging.getLogger("voicecall.control")
 
 TOKEN_FILE = "control.token"
 DEFAULT_TIMEOUT_S = 30.0
@@ -39,6 +47,31 @@ def read_token(settings: Settings) -> str | None:
         return token_path(settings).read_text(encoding="utf-8").strip() or None
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def load_or_create_token(settings: Settings) -> str:
+    """``control.token`` from the config, else ``<store>/control.token``,
+    generated once with mode 0600 (O_EXCL, so two starts never disagree)."""
+    configured = settings.get("control.token")
+    if configured:
+        return str(configured)
+    path = token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise VoiceCallError(f"{path} is empty; delete it and start again to generate a new token") from None
+        if path.stat().st_mode & 0o077:
+            log.warning("%s was readable by others; setting its mode to 0600", path)
+            os.chmod(path, 0o600)
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    log.info("generated the control token in %s", path)
+    return token
 
 
 def control_address(settings: Settings) -> tuple[str, int]:

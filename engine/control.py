@@ -15,7 +15,6 @@ import difflib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -24,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .client import token_path
+from .client import load_or_create_token
 from .errors import InvalidParams, ProviderError, RpcError, VoiceCallError
 
 if TYPE_CHECKING:
-    from .config import Settings
     from .runtime import VoiceCallRuntime
 
 log = logging.getLogger("voicecall.control")
@@ -57,31 +55,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.rpc_code = code
         self.reason = reason
-
-
-def load_or_create_token(settings: Settings) -> str:
-    """``control.token`` from the config, else ``<store>/control.token``,
-    generated once with mode 0600 (O_EXCL, so two starts never disagree)."""
-    configured = settings.get("control.token")
-    if configured:
-        return str(configured)
-    path = token_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text(encoding="utf-8").strip()
-        if not token:
-            raise VoiceCallError(f"{path} is empty; delete it and start again to generate a new token") from None
-        if path.stat().st_mode & 0o077:
-            log.warning("%s was readable by others; setting its mode to 0600", path)
-            os.chmod(path, 0o600)
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    log.info("generated the control token in %s", path)
-    return token
 
 
 def check_params(method: str, raw: dict[str, Any], spec: Spec) -> dict[str, Any]:
@@ -384,6 +357,8 @@ class ControlServer:
         now = time.monotonic()
         for op_id, op in list(self._ops.items()):
             if op.finished_at is not None and now - op.finished_at > OPERATION_TTL_S:
+                if not op.task.cancelled():
+                    op.task.exception()   # never polled: mark its failure as seen
                 del self._ops[op_id]
 
     async def _speak(self, p: dict[str, Any]) -> dict[str, Any]:
