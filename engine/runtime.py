@@ -277,7 +277,9 @@ class VoiceCallRuntime:
         ``replay_key`` is None for a replayed request: no side effects, but a
         live call still gets a harmless document, never an empty one.
         """
-        kind = req.q("type") or ""
+        # A carrier's first request for an inbound call goes to the bare public
+        # URL (the operator configured it on the number): it wants a document.
+        kind = req.q("type") or "voice"
         events = self.provider.parse(req)
         wants_document = kind in DOCUMENT_TYPES
         if replay_key is None:
@@ -286,7 +288,10 @@ class VoiceCallRuntime:
         session: Session | None = self.sessions.get(req.q("callId") or "")
         for event in events:
             s = self._find(event)
-            if s is None and event.type == "call.initiated" and event.data.get("direction") == "inbound":
+            # An inbound call begins with the carrier asking for its first
+            # document; a status callback racing ahead of it creates nothing.
+            if (s is None and event.type == "call.initiated" and event.data.get("direction") == "inbound"
+                    and (wants_document or self.provider.style == "command")):
                 refused = await self._inbound(event)
                 if isinstance(refused, Program):
                     await self.store.commit(None, replay_key=replay_key)
