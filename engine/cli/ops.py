@@ -236,8 +236,10 @@ def end(call_id: str, as_json: bool, config_path: str | None) -> None:
 
 
 async def _standalone_end(settings: Settings, call_id: str) -> None:
+    from voicecall.engine.cli.serve import setup_logging
     from voicecall.engine.runtime import VoiceCallRuntime
 
+    setup_logging(settings, logging.WARNING)
     runtime = VoiceCallRuntime(settings)
     await runtime.start(webhook=False)
     try:

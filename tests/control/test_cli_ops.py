@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import Control
+from conftest import Control, running
 
 from voicecall.engine.store import StoreReader
 from voicecall.providers.callee import Callee
@@ -200,6 +200,21 @@ async def test_delegation_through_a_real_serve(tmp_path: Path) -> None:
         await asyncio.wait_for(serve.wait(), 20)
     record = StoreReader(tmp_path / "store").get(call_id)
     assert record is not None and record.call_id == call_id
+
+
+async def test_end_hangs_up_a_stored_live_call_when_nothing_listens(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    async with running(store) as ctl:
+        ctl.rt.mock_carrier.set_callee(TO, Callee.from_script(["no-answer"]))
+        call_id = (await ctl.result("voicecall.start", {"to": TO, "mode": "conversation"}))["callId"]
+        await ctl.until(lambda: ctl.rt.sessions[call_id].record.state == "ringing")
+    before = StoreReader(store).get(call_id)
+    assert before is not None and not before.terminal     # serve stopped; the call is kept live
+    cfg = str(write_config(tmp_path / "c.json", store, free_port()))
+    run = await voicecall("end", "--call-id", call_id, "--json", "--config", cfg)
+    assert (run.code, run.json) == (0, {"ok": True}), run.err
+    after = StoreReader(store).get(call_id)
+    assert after is not None and (after.terminal, after.end_reason) == (True, "hangup-bot")
 
 
 async def test_standalone_end_of_an_unknown_call(tmp_path: Path) -> None:
