@@ -16,12 +16,15 @@ from voicecall.providers.callee import Callee
 
 TO = "+15550001111"
 ANSWERS = "a table for two"
+QUIET: list[Any] = [{"wait": 500}, "silence"]
 
 
 def conversation_callee(ctl: Control, to: str = TO) -> None:
-    # The first gather hears silence; a continue interrupts it, and its own
-    # gather gets the answer. So the answer always belongs to the awaited turn.
-    ctl.rt.mock_carrier.set_callee(to, Callee.from_script([{"answer": {"after": 1}}, "silence", {"say": ANSWERS}]))
+    # The first gather hears a long silence (510 s, 5 s real); a continue
+    # interrupts it, and its own gather gets the answer. So the answer always
+    # belongs to the awaited turn, however slow the test machine.
+    script = [{"answer": {"after": 1}}, *QUIET, {"say": ANSWERS}, *QUIET * 3]
+    ctl.rt.mock_carrier.set_callee(to, Callee.from_script(script))
 
 
 async def place(ctl: Control, to: str = TO, **params: Any) -> str:
@@ -178,8 +181,8 @@ async def test_turn_timeout_and_destination_not_allowed(tmp_path: Path) -> None:
         error = await ctl.error("voicecall.initiate", {"to": "+442071234567", "message": "hi"})
         assert error == {"code": -32009, "message": "+442071234567 is not allowed by outbound.allowTo",
                          "data": {"reason": "destination_not_allowed", "to": "+442071234567"}}
-        # The caller stays silent: a gather lasts 10 s, the turn only 1 s.
-        ctl.rt.mock_carrier.set_callee(TO, Callee.from_script([{"answer": {"after": 1}}]))
+        # The caller stays silent: a gather lasts 510 s, the turn only 1 s.
+        ctl.rt.mock_carrier.set_callee(TO, Callee.from_script([{"answer": {"after": 1}}, *QUIET * 3]))
         call_id = await place(ctl)
         await ctl.gather_open(call_id)
         error = await ctl.error("voicecall.continue", {"callId": call_id, "message": "Anyone there?"})

@@ -58,7 +58,9 @@ async def test_tool_bad_arguments_come_back_as_error(ctl: Control, args: dict[st
 
 
 async def test_tool_over_the_runtime(ctl: Control) -> None:
-    ctl.rt.mock_carrier.set_callee(TO, Callee.from_script([{"answer": {"after": 1}}, "silence", {"say": "yes"}]))
+    quiet: list[Any] = [{"wait": 500}, "silence"]   # long silent gathers: each verb interrupts one
+    ctl.rt.mock_carrier.set_callee(TO, Callee.from_script([{"answer": {"after": 1}}, *quiet, {"say": "yes"},
+                                                           *quiet * 3]))
     placed = await voice_call(ctl.rt, action="initiate_call", message="Hello", to=TO, mode="conversation")
     call_id = placed["callId"]
     status = await voice_call(ctl.rt, action="get_status", callId=call_id)
