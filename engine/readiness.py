@@ -171,15 +171,15 @@ def _exposure(settings: Settings) -> Check:
         where = "publicUrl" if how == "publicUrl" else "serve (no publicUrl or tunnel)"
         return Check("webhook-exposure", True,
                      f"{url} from {where}; inbound status callback: {status_callback_url(url)}")
+    if how == "tailscale-serve" and real:
+        problem = public_url_problem(settings, "https://tailnet.invalid/")
+        if problem:
+            return Check("webhook-exposure", False, problem)
     tool = "ngrok" if how == "ngrok" else "tailscale"
     if shutil.which(tool) is None:
         site = "https://ngrok.com/download" if tool == "ngrok" else "https://tailscale.com/download"
         return Check("webhook-exposure", False,
                      f"tunnel {how} needs the {tool} CLI, which is not installed ({site})")
-    if how == "tailscale-serve" and real:
-        problem = public_url_problem(settings, "https://tailnet.invalid/")
-        if problem:
-            return Check("webhook-exposure", False, problem)
     if how == "ngrok" and real and not settings.get("tunnel.ngrokAuthToken"):
         return Check("webhook-exposure", True,
                      "ngrok tunnel started by serve; no tunnel.ngrokAuthToken (or NGROK_AUTHTOKEN) "
