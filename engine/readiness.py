@@ -146,8 +146,8 @@ def _credentials(settings: Settings) -> Check:
                      f"(available: {', '.join(sorted(REGISTRY))})")
     if provider == "mock":
         return Check("provider-credentials", True, "mock carrier: no credentials needed")
-    missing = [f"{'.'.join(path)} (or {env})" for path, env, _what in CREDENTIALS.get(provider, [])
-               if not settings.get(".".join(path))]
+    needed = [(".".join(map(str, path)), env) for path, env, _what in CREDENTIALS.get(provider, [])]
+    missing = [f"{key} (or {env})" for key, env in needed if not settings.get(key)]
     if provider == "telnyx" and not settings.get("telnyx.publicKey") \
             and not settings.get("skipSignatureVerification"):
         missing.append("telnyx.publicKey (or TELNYX_PUBLIC_KEY)")
@@ -155,7 +155,7 @@ def _credentials(settings: Settings) -> Check:
         missing.append("fromNumber")
     if missing:
         return Check("provider-credentials", False, f"{provider}: missing {', '.join(missing)}")
-    names = [path[-1] for path, _env, _what in CREDENTIALS.get(provider, [])]
+    names = [key.rsplit(".", 1)[-1] for key, _env in needed]
     return Check("provider-credentials", True,
                  f"{provider}: {', '.join(names)} set; calls from {settings.get('fromNumber')}")
 

@@ -257,14 +257,15 @@ def latency(file: str | None, last: int, as_json: bool, config_path: str | None)
         scanned, turns, waits = _samples_from_file(Path(file), last, as_json)
     else:
         scanned, turns, waits = _samples_from_store(load_or_exit(config_path, as_json), last, as_json)
-    report = {"recordsScanned": scanned, "turnLatency": summarise(turns), "listenWait": summarise(waits)}
+    turn_stats, wait_stats = summarise(turns), summarise(waits)
+    report = {"recordsScanned": scanned, "turnLatency": turn_stats, "listenWait": wait_stats}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"Records scanned: {scanned}")
-    rows = [("METRIC", "SAMPLES", "MIN", "AVG", "P50", "P95", "MAX")]
-    for name, samples, stats in (("turn latency (ms)", turns, report["turnLatency"]),
-                                 ("listen wait (ms)", waits, report["listenWait"])):
+    rows: list[tuple[str, ...]] = [("METRIC", "SAMPLES", "MIN", "AVG", "P50", "P95", "MAX")]
+    for name, samples, stats in (("turn latency (ms)", turns, turn_stats),
+                                 ("listen wait (ms)", waits, wait_stats)):
         rows.append((name, str(len(samples)), *(_ms(stats[k]) for k in ("min", "avg", "p50", "p95", "max"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -336,7 +337,9 @@ def _samples_from_file(path: Path, last: int, as_json: bool) -> tuple[int, list[
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}", "file_unreadable", as_json)
     lines = [ln for ln in (raw.strip() for raw in text.split("\n")) if ln][-last:]
-    scanned, turns, waits = 0, [], []
+    scanned = 0
+    turns: list[float] = []
+    waits: list[float] = []
     for line in lines:
         try:
             record = json.loads(line)
@@ -345,8 +348,8 @@ def _samples_from_file(path: Path, last: int, as_json: bool) -> tuple[int, list[
         if not isinstance(record, dict):
             continue
         scanned += 1
-        metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        metrics = record["metrics"] if isinstance(record.get("metrics"), dict) else {}
+        metadata = record["metadata"] if isinstance(record.get("metadata"), dict) else {}
         turn = metrics.get("lastTurnLatencyMs", metadata.get("lastTurnLatencyMs"))
         wait = metrics.get("lastListenWaitMs", metadata.get("lastTurnListenWaitMs"))
         _add(turns, turn)
