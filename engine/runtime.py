@@ -50,6 +50,9 @@ INBOUND_FLOW = "inbound_greeting"
 SUPERVISOR_FLOW = "reaper"
 DEFAULT_GREETING = "Hello! How can I help you today?"
 CARRIER_CAP_GRACE_S = 10
+# Carrier REST statuses of a finished call, as engine end reasons.
+CARRIER_ENDED = {"completed": "completed", "busy": "busy", "failed": "failed", "no-answer": "no-answer",
+                 "canceled": "hangup-bot"}
 
 
 class VoiceCallRuntime:
@@ -268,6 +271,27 @@ class VoiceCallRuntime:
             for timer in sorted(record.timers, key=lambda t: t.due):
                 self.engine.schedule_timer(s, timer)
             log.info("restored call %s in state %s", record.call_id, record.state)
+            self.engine.spawn(self._check_restored(s), f"check restored {record.call_id}")
+
+    async def _check_restored(self, s: Session) -> None:
+        """Ask the carrier whether a restored call still exists; end it if not."""
+        from voicecall.providers.base import CallRef
+
+        fetch = getattr(self.provider, "fetch_status", None)
+        if fetch is None or not s.record.provider_call_id:
+            return
+        try:
+            status = await fetch(CallRef(s.call_id, s.record.provider_call_id))
+        except ProviderError as exc:
+            if exc.status == 404:
+                await self.engine.end_call(s, "completed")
+            else:
+                log.warning("call %s: could not check it with the carrier: %s", s.call_id, exc)
+            return
+        reason = CARRIER_ENDED.get(status)
+        if reason is not None:
+            log.info("call %s ended while we were down (%s)", s.call_id, status)
+            await self.engine.run(s, Event("call.ended", {"reason": reason}, s.call_id), via_request=False)
 
     # ------------------------------------------------------------ webhooks
 

@@ -241,6 +241,10 @@ class MockProvider:
             return False
         return True
 
+    async def fetch_status(self, call: CallRef) -> str:
+        """The carrier's status of a call (``queued ringing in-progress completed busy …``)."""
+        return str((await self._request("GET", f"/v1/calls/{self._sid(call)}", {})).get("status", ""))
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -20,13 +20,14 @@ SCALE = 0.01
 
 
 class Rig:
-    def __init__(self, runtime: VoiceCallRuntime):
+    def __init__(self, runtime: VoiceCallRuntime, carrier: Any = None):
         self.runtime = runtime
         self.secret = load_or_create_mock_secret(runtime.settings.store_dir)
+        self._carrier = carrier
 
     @property
     def carrier(self) -> Any:
-        return self.runtime.mock_carrier
+        return self._carrier or self.runtime.mock_carrier
 
     def url(self, **query: str) -> str:
         from urllib.parse import urlencode
@@ -54,13 +55,16 @@ class Rig:
 async def rig_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[VoiceCallRuntime] = []
 
-    async def make(store: Path | None = None, **config: Any) -> Rig:
+    async def make(store: Path | None = None, carrier: Any = None, **config: Any) -> Rig:
+        """``carrier``: a MockCarrier of the test's own, which outlives runtime restarts."""
         config = {"maxConcurrentCalls": 5, **config}
         settings = default_settings().replace(store=str(store or tmp_path / "store"), serve={"port": 0}, **config)
-        runtime = VoiceCallRuntime(settings, clock=ScaledClock(SCALE))
+        options = {"api_base_url": carrier.base_url} if carrier is not None else {}
+        runtime = VoiceCallRuntime(settings, clock=carrier.clock if carrier else ScaledClock(SCALE),
+                                   provider_options=options)
         await runtime.start()
         started.append(runtime)
-        return Rig(runtime)
+        return Rig(runtime, carrier)
 
     yield make
     for runtime in reversed(started):

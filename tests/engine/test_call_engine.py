@@ -203,23 +203,52 @@ async def test_render_error_mid_call_apologises_hangs_up_and_ends_in_error(rig_f
     assert 500 not in statuses
 
 
+HOLD_FLOW = """
+flow: hold
+mode: conversation
+description: Keeps the caller on hold (the carrier sits in a long pause).
+initial: initiated
+states:
+  initiated: {}
+  holding:
+    do: [{say: "Please hold."}, {pause: 1000}, {hangup: {}}]
+  timeout: {final: true}
+  completed: {final: true}
+transitions:
+  - {on: call.answered, from: initiated, to: holding}
+  - {on: call.ended, from: "*", to: timeout, when: "event.reason == 'timeout'"}
+  - {on: call.ended, from: "*", to: completed}
+"""
+
+
 async def test_restart_restores_live_calls_and_overdue_timers_fire(rig_factory, tmp_path: Path) -> None:
+    from voicecall.engine.clock import ScaledClock
+    from voicecall.engine.security import load_or_create_mock_secret
+    from voicecall.providers.mock import MockCarrier
+
     store = tmp_path / "store"
-    rig = await rig_factory(store=store, maxDurationSeconds=100)
-    rig.carrier.set_callee("+15550001111", Callee.from_script([{"answer": {"after": 1}}, {"wait": 100000}]))
-    call_id = await rig.runtime.initiate(to="+15550001111", message="hi", mode="conversation")
+    carrier = MockCarrier(secret=load_or_create_mock_secret(store), clock=ScaledClock(0.01))
+    await carrier.start()
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "hold.yaml").write_text(HOLD_FLOW)
+    config = {"maxDurationSeconds": 100, "flows": {"paths": [str(flows)]}}
+    rig = await rig_factory(store=store, carrier=carrier, **config)
+    rig.carrier.set_callee("+15550001111", Callee.from_script([{"answer": {"after": 1}}]))
+    call_id = await rig.runtime.initiate(to="+15550001111", flow="hold")
     session = rig.runtime.sessions[call_id]
-    await _wait(lambda: session.record.state == "listening")
+    await _wait(lambda: session.record.state == "holding")
     timers = [t.name for t in session.record.timers]
     assert "sup:max_duration" in timers
     await rig.runtime.stop()
 
-    again = await rig_factory(store=store, maxDurationSeconds=100)
+    again = await rig_factory(store=store, carrier=carrier, **config)
     restored = again.runtime.sessions[call_id]
-    assert restored.record.state == "listening"
+    assert restored.record.state == "holding"
     assert "sup:max_duration" in restored.timers
-    record = await again.runtime.wait_ended(call_id, 10)   # the cap still ends it (carrier forgot the call)
+    record = await again.runtime.wait_ended(call_id, 10)   # the restored cap still ends it
     assert (record.state, record.end_reason) == ("timeout", "timeout")
+    await carrier.stop()
 
 
 async def test_refused_inbound_call_is_audited_once_however_often_the_carrier_retries(rig_factory) -> None:
@@ -247,3 +276,16 @@ async def test_number_route_chooses_flow_greeting_and_responder_settings(rig_fac
     assert session.record.message == "Sales line, hello!"
     assert session.record.route_settings == {"responseSystemPrompt": "You sell boats."}
     await _wait(lambda: "Sales line, hello!" in rig.carrier.calls[sid].heard)
+
+
+async def test_restored_call_the_carrier_no_longer_knows_is_ended(rig_factory, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    rig = await rig_factory(store=store)
+    rig.carrier.set_callee("+15550001111", Callee.from_script([{"answer": {"after": 1}}, {"wait": 100000}]))
+    call_id = await rig.runtime.initiate(to="+15550001111", message="hi", mode="conversation")
+    session = rig.runtime.sessions[call_id]
+    await _wait(lambda: session.record.state == "listening")
+    await rig.runtime.stop()
+    again = await rig_factory(store=store)          # a new mock carrier: the old call is unknown (404)
+    record = await again.runtime.wait_ended(call_id, 5)
+    assert record.terminal
