@@ -111,22 +111,27 @@ class RuntimeMetrics:
                                      "caller's first word", buckets=self.BUCKETS, registry=self.registry)
         self.rpc_requests = Counter("voicecall_rpc_requests", "Control RPC requests by method and outcome",
                                     ["method", "outcome"], registry=self.registry)
-        self._seen_turns: dict[str, int] = {}
+        self._seen_turns: dict[str, tuple[Any, Any]] = {}
 
     def rpc(self, method: str, outcome: str) -> None:
         self.rpc_requests.labels(method, outcome).inc()
 
     def observe_turns(self) -> None:
-        """Observe each live call's newest turn once; forget calls that ended."""
+        """Observe each live call's newest turn once; forget calls that ended.
+
+        The engine overwrites ``lastTurnLatencyMs``/``lastListenWaitMs`` when a
+        turn's reply goes out (after ``turnCount`` moved on), so a new turn is
+        a change of those values, not of the count."""
         sessions = self.runtime.sessions
         for call_id, s in list(sessions.items()):
-            turn, metrics = s.record.turn_count, s.record.metrics
-            if turn <= self._seen_turns.get(call_id, 0) or "lastTurnLatencyMs" not in metrics:
+            metrics = s.record.metrics
+            latency, wait = metrics.get("lastTurnLatencyMs"), metrics.get("lastListenWaitMs")
+            if not isinstance(latency, int | float) or self._seen_turns.get(call_id) == (latency, wait):
                 continue
-            self._seen_turns[call_id] = turn
-            self.turn_latency.observe(float(metrics["lastTurnLatencyMs"]) / 1000)
-            if isinstance(metrics.get("lastListenWaitMs"), int | float):
-                self.listen_wait.observe(float(metrics["lastListenWaitMs"]) / 1000)
+            self._seen_turns[call_id] = (latency, wait)
+            self.turn_latency.observe(float(latency) / 1000)
+            if isinstance(wait, int | float):
+                self.listen_wait.observe(float(wait) / 1000)
         for call_id in [c for c in self._seen_turns if c not in sessions]:
             del self._seen_turns[call_id]
 

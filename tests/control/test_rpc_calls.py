@@ -67,6 +67,11 @@ async def test_continue_returns_the_callers_answer(ctl: Control) -> None:
     said = [(t["role"], t["text"]) for t in record["transcript"]]
     assert ("bot", "How many people?") in said and said[-1] == ("caller", ANSWERS)
     assert record["turnCount"] == 1
+    # The turn's latency reaches /metrics once the next instruction went out.
+    live = ctl.rt.sessions[call_id].record
+    await ctl.until(lambda: "lastTurnLatencyMs" in live.metrics)
+    async with ctl.http.get(ctl.base + "/metrics", headers={"Authorization": f"Bearer {ctl.token}"}) as resp:
+        assert "voicecall_turn_latency_seconds_count 1.0" in await resp.text()
     await ctl.result("voicecall.end", {"callId": call_id})
 
 

@@ -108,7 +108,7 @@ async def test_turn_latency_histogram_observes_each_turn_once(ctl: Control) -> N
     call_id = (await ctl.result("voicecall.initiate", {"to": "+15550001111", "message": "hi",
                                                        "mode": "conversation"}))["callId"]
     record = ctl.rt.sessions[call_id].record
-    # What the runtime records after a caller turn (ARCHITECTURE "Call record": metrics).
+    # What the engine records when a turn's reply goes out (ARCHITECTURE "Call record": metrics).
     record.turn_count, record.metrics["lastTurnLatencyMs"], record.metrics["lastListenWaitMs"] = 1, 1500.0, 400.0
     for _ in range(2):
         text = await scrape(ctl)
@@ -117,6 +117,13 @@ async def test_turn_latency_histogram_observes_each_turn_once(ctl: Control) -> N
         assert 'voicecall_turn_latency_seconds_bucket{le="1.5"} 1.0' in text
         assert 'voicecall_listen_wait_seconds_bucket{le="0.5"} 1.0' in text
         assert 'voicecall_calls{state="ringing"} 1.0' in text or 'voicecall_calls{state="initiated"} 1.0' in text
+    record.turn_count += 1      # the next caller turn: counted, its reply not out yet
+    assert "voicecall_turn_latency_seconds_count 1.0" in await scrape(ctl)
+    record.metrics["lastTurnLatencyMs"], record.metrics["lastListenWaitMs"] = 700.0, None
+    text = await scrape(ctl)
+    assert "voicecall_turn_latency_seconds_count 2.0" in text
+    assert 'voicecall_turn_latency_seconds_bucket{le="0.75"} 1.0' in text
+    assert "voicecall_listen_wait_seconds_count 1.0" in text
     await ctl.result("voicecall.end", {"callId": call_id})
 
 
