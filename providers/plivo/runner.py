@@ -1,0 +1,406 @@
+"""How the Plivo emulator runs one call: ringing, answering, Plivo XML
+execution, signed callbacks. Faithful, not friendly (DESIGN §8): documents are
+parsed with a real XML parser, a document that runs out hangs up, a GetInput
+with no input falls through to the next element, an unknown element fails the
+call, and a transfer replaces whatever document was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+from voicecall.providers.callee import Callee, ScriptError
+
+if TYPE_CHECKING:
+    from voicecall.providers.plivo.emulator import PlivoEmulator
+
+SECONDS_PER_WORD = 0.3
+# Elements Plivo knows (plivoxml's Response nestables) that this emulator does not play.
+UNSUPPORTED = frozenset({"Conference", "Dial", "GetDigits", "Message", "PreAnswer", "Record", "MultiPartyCall"})
+PLAYED = frozenset({"Speak", "Play", "Wait", "GetInput", "Hangup", "Redirect", "DTMF", "Stream"})
+PROMPT = frozenset({"Speak", "Play", "Wait"})       # what GetInput may hold
+TERMINAL = frozenset({"completed", "busy", "failed", "no-answer", "timeout", "cancel"})
+
+
+class AppError(Exception):
+    """Plivo cannot go on with the call's XML (bad document, fetch failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of a call's log, the mock carrier's shape: request document heard
+    said pressed dtmf played stream rest ended error time-limit."""
+
+    at: float
+    kind: str
+    detail: Any = None
+
+
+@dataclass
+class Fetch:
+    url: str
+    method: str = "POST"
+    params: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+
+
+@dataclass
+class EmuCall:
+    call_uuid: str
+    request_uuid: str
+    to: str                       # Plivo's spelling: digits, no '+'
+    from_: str
+    direction: str
+    callee: Callee
+    answer: Fetch
+    hangup_url: str | None = None
+    ring_url: str | None = None
+    machine_url: str | None = None
+    ring_timeout: int = 120
+    time_limit: int | None = None
+    send_digits: str | None = None
+    machine: bool = False
+    status: str = "queued"
+    answered_at: float | None = None
+    ended_at: float | None = None
+    hangup_cause: str = ""
+    log: list[LogEntry] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    doc_task: asyncio.Task[None] | None = None
+    timers: list[asyncio.Task[None]] = field(default_factory=list)
+    callbacks: asyncio.Queue[tuple[str, str, dict[str, str]] | None] = field(default_factory=asyncio.Queue)
+
+    @property
+    def live(self) -> bool:
+        return self.status not in TERMINAL
+
+    @property
+    def heard(self) -> list[str]:
+        return [e.detail for e in self.log if e.kind == "heard"]
+
+    def note(self, at: float, kind: str, detail: Any = None) -> None:
+        self.log.append(LogEntry(at, kind, detail))
+
+
+class CallRunner:
+    """Drives one EmuCall against our webhook, on the emulator's scaled clock."""
+
+    def __init__(self, emulator: PlivoEmulator, call: EmuCall):
+        self.emu = emulator
+        self.call = call
+
+    def note(self, kind: str, detail: Any = None) -> None:
+        self.call.note(self.emu.now(), kind, detail)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_callbacks())
+        try:
+            if self.call.direction == "inbound":
+                self.call.status = "ringing"
+                self.replace(self.call.answer)
+            else:
+                await self._outbound()
+            await self.call.ended.wait()
+        except asyncio.CancelledError:
+            self.end("completed", "NORMAL_CLEARING")
+            raise
+        except Exception as exc:        # a bug or a bad script must end the call, not hang a test
+            self.note("error", f"emulator: {type(exc).__name__}: {exc}")
+            self.end("failed", "INTERNAL_ERROR")
+        finally:
+            await sender
+
+    async def _outbound(self) -> None:
+        call, callee = self.call, self.call.callee
+        await self.emu.sleep(0.2)
+        if callee.ring == "fail":
+            self.end("failed", "UNALLOCATED_NUMBER")
+            return
+        self.set_status("ringing")
+        if call.ring_url:
+            call.callbacks.put_nowait(("status", call.ring_url, self.params(Event="Ring")))
+        if callee.ring == "busy":
+            await self.emu.sleep(0.5)
+            self.end("busy", "USER_BUSY")
+            return
+        if callee.ring == "no-answer" or callee.answer_after > call.ring_timeout:
+            await self.emu.sleep(call.ring_timeout)
+            self.end("timeout" if callee.ring == "answer" else "no-answer", "NO_ANSWER")
+            return
+        await self.emu.sleep(callee.answer_after)
+        if not call.live:          # cancelled (REST) while ringing
+            return
+        self.answer()
+        if call.send_digits:
+            self.note("dtmf", call.send_digits)
+            await self.emu.sleep(0.5 * len(call.send_digits))
+        if call.machine and call.machine_url:
+            machine = "false" if self.emu.answered_by(call.to) == "human" else "true"
+            call.callbacks.put_nowait(("machine", call.machine_url,
+                                       self.params(Machine=machine, Event="MachineDetection")))
+        self.replace(call.answer)
+
+    def answer(self) -> None:
+        call = self.call
+        if not call.live or call.answered_at is not None:
+            return
+        call.answered_at = self.emu.now()
+        self.set_status("in-progress")
+        if call.time_limit:
+            call.timers.append(asyncio.create_task(self._time_limit(call.time_limit)))
+
+    async def _time_limit(self, seconds: int) -> None:
+        await self.emu.sleep(seconds)
+        if self.call.live:
+            self.note("time-limit", seconds)
+            self.end("completed", "SCHEDULED_HANGUP")
+
+    def set_status(self, status: str) -> None:
+        if self.call.live:          # over is over: nothing revives an ended call
+            self.call.status = status
+
+    def end(self, status: str, cause: str) -> None:
+        """The call is over: hangup_url callback, stop the document, wake waiters."""
+        call = self.call
+        if not call.live:
+            return
+        call.ended_at = self.emu.now()
+        call.hangup_cause = cause
+        call.status = status
+        self.note("ended", {"reason": status, "cause": cause})
+        if call.hangup_url:
+            duration = int(call.ended_at - call.answered_at) if call.answered_at else 0
+            call.callbacks.put_nowait(("hangup", call.hangup_url, self.params(
+                Event="Hangup", HangupCause=cause, Duration=str(duration), BillDuration=str(duration))))
+        call.callbacks.put_nowait(None)
+        for task in (call.doc_task, *call.timers):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
+    def replace(self, source: Fetch) -> None:
+        """Run ``source`` now, dropping whatever document was running (a transfer)."""
+        old = self.call.doc_task
+        if old is not None and old is not asyncio.current_task():
+            old.cancel()
+        self.call.doc_task = asyncio.create_task(self._documents(source))
+
+    def params(self, **extra: str) -> dict[str, str]:
+        call = self.call
+        params = {
+            "CallUUID": call.call_uuid, "RequestUUID": call.request_uuid,
+            "ALegUUID": call.call_uuid, "ALegRequestUUID": call.request_uuid,
+            "From": call.from_, "To": call.to, "Direction": call.direction,
+            "CallStatus": call.status,
+        }
+        params.update(extra)
+        return params
+
+    # -- callbacks -----------------------------------------------------------
+
+    async def _send_callbacks(self) -> None:
+        """ring/machine/hangup callbacks in order, unless chaos doubles or swaps them (seeded)."""
+        call, chaos = self.call, self.emu.chaos
+        held: tuple[str, str, dict[str, str]] | None = None
+        while True:
+            item = await call.callbacks.get()
+            if item is None:
+                if held is not None:
+                    await self._post_callback(held)
+                break
+            if chaos.reorder and held is None and chaos.roll(chaos.reorder):
+                held = item          # delivered after the next one
+                continue
+            await self._post_callback(item)
+            if held is not None:
+                await self._post_callback(held)
+                held = None
+        call.ended.set()
+
+    async def _post_callback(self, item: tuple[str, str, dict[str, str]]) -> None:
+        kind, url, params = item
+        chaos = self.emu.chaos
+        for _ in range(2 if chaos.duplicate and chaos.roll(chaos.duplicate) else 1):
+            try:
+                status, _ = await self.emu.post(url, params)
+                self.note("request", {"type": kind, "event": params["CallStatus"], "status": status})
+            except AppError as exc:   # Plivo logs a failed callback and carries on
+                self.note("request", {"type": kind, "event": params["CallStatus"], "error": str(exc)})
+
+    # -- documents -------------------------------------------------------------
+
+    async def _documents(self, source: Fetch | None) -> None:
+        call = self.call
+        try:
+            while source is not None and call.live:
+                root = await self._load(source)
+                source = await self._execute(root, source.url)
+            if call.live:
+                self.note("document-ended")
+                self.end("completed", "NORMAL_CLEARING")
+        except AppError as exc:
+            self.note("error", str(exc))
+            self.end("failed", "INVALID_ANSWER_XML" if "XML" in str(exc) else "ANSWER_URL_FAILURE")
+        except ScriptError as exc:
+            self.note("error", f"callee script: {exc}")
+            self.end("failed", "INTERNAL_ERROR")
+
+    async def _load(self, source: Fetch) -> ET.Element:
+        status, text = await self.emu.post(source.url, self.params(**source.params), method=source.method)
+        self.note("request", {"type": _type_of(source.url), "params": source.params, "status": status})
+        if not 200 <= status < 300:
+            raise AppError(f"fetching {source.url} answered HTTP {status}")
+        try:
+            root = ET.fromstring(text.encode("utf-8"))
+        except ET.ParseError as exc:
+            raise AppError(f"invalid XML: {exc}") from None
+        if root.tag != "Response":
+            raise AppError(f"invalid XML: root element is <{root.tag}>, not <Response>")
+        for child in root:
+            if child.tag not in PLAYED and child.tag not in UNSUPPORTED:
+                raise AppError(f"invalid XML: unknown element <{child.tag}>")
+            if child.tag == "GetInput":
+                for inner in child:
+                    if inner.tag not in PROMPT:
+                        raise AppError(f"invalid XML: <{inner.tag}> cannot be nested in <GetInput>")
+            elif len(child):
+                raise AppError(f"invalid XML: <{child.tag}> cannot hold elements")
+        self.note("document", {"source": source.source or _type_of(source.url), "commands": text})
+        return root
+
+    async def _execute(self, root: ET.Element, doc_url: str) -> Fetch | None:
+        for element in list(root):
+            if not self.call.live:
+                return None
+            if element.tag != "Hangup" and self.call.answered_at is None:
+                self.answer()           # any element but <Hangup> answers an inbound call
+            nxt = await self._element(element, doc_url)
+            if nxt is not None or not self.call.live:
+                return nxt
+        return None
+
+    async def _element(self, el: ET.Element, doc_url: str) -> Fetch | None:
+        tag = el.tag
+        if tag in PROMPT:
+            await self._media(el)
+        elif tag == "GetInput":
+            return await self._get_input(el, doc_url)
+        elif tag == "Redirect":
+            url = (el.text or "").strip()
+            if not url:
+                raise AppError("invalid XML: <Redirect> without a URL")
+            return Fetch(urljoin(doc_url, url), el.get("method", "POST").upper())
+        elif tag == "Hangup":
+            reason = el.get("reason")
+            self.note("hangup", reason or "xml")
+            if reason and self.call.answered_at is None:
+                self.end("busy" if reason == "busy" else "completed",
+                         "USER_BUSY" if reason == "busy" else "CALL_REJECTED")
+            else:
+                self.end("completed", "NORMAL_CLEARING")
+        elif tag == "DTMF":
+            digits = (el.text or "").strip()
+            self.note("dtmf", digits)
+            await self.emu.sleep(0.5 * len(digits))
+        elif tag == "Stream":
+            self.note("stream", {"url": (el.text or "").strip(), "extraHeaders": el.get("extraHeaders", "")})
+            if el.get("keepCallAlive") == "true":
+                await self.emu.sleep(3600)     # media is not emulated: held until transferred or ended
+        else:
+            raise AppError(f"emulator does not play <{tag}>")
+        return None
+
+    async def _media(self, el: ET.Element) -> None:
+        call, tag = self.call, el.tag
+        if tag == "Wait":
+            await self.emu.sleep(_int(el.get("length"), 1))
+        elif tag == "Play":
+            loops = _int(el.get("loop"), 1)
+            self.note("played", (el.text or "").strip())
+            await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
+        else:
+            text = (el.text or "").strip()
+            self.note("heard", text)
+            call.callee.heard.append(text)
+            words = max(1, len(text.split())) * max(1, _int(el.get("loop"), 1))
+            if call.callee.hangs_up_during_say():
+                await self.emu.sleep(SECONDS_PER_WORD * words / 2)
+                self.note("hangup", "callee")
+                self.end("completed", "NORMAL_CLEARING")
+                return
+            await self.emu.sleep(SECONDS_PER_WORD * words)
+
+    async def _get_input(self, el: ET.Element, doc_url: str) -> Fetch | None:
+        call = self.call
+        input_ = el.get("inputType", "")
+        if input_ not in ("dtmf", "speech", "dtmf speech", "speech dtmf"):
+            raise AppError(f"invalid XML: GetInput inputType {input_!r}")
+        action = (el.get("action") or "").strip()
+        if not action:
+            raise AppError("invalid XML: GetInput without action")
+        action = urljoin(doc_url, action)
+        timeout = _int(el.get("executionTimeout"), 15)
+        self.note("gather", {"input": input_, "action": action})
+        for child in el:
+            await self._media(child)
+            if not call.live:
+                return None
+        answer = call.callee.at_gather(input_)
+        if answer.wait:
+            await self.emu.sleep(answer.wait)
+        if answer.kind == "hangup":
+            self.note("hangup", "callee")
+            self.end("completed", "NORMAL_CLEARING")
+            return None
+        if answer.kind == "silence":
+            await self.emu.sleep(timeout)
+            self.note("gather-timeout")
+            return None          # falls through to the next element
+        if answer.kind == "speech":
+            self.note("said", answer.value)
+            result = {"InputType": "speech", "Speech": answer.value, "SpeechConfidenceScore": "0.92", "Digits": ""}
+        else:
+            digits = _digits(answer.value, el.get("finishOnKey", "#"), el.get("numDigits"))
+            self.note("pressed", digits)
+            result = {"InputType": "dtmf", "Digits": digits, "Speech": ""}
+        fetch = Fetch(action, el.get("method", "POST").upper(), result)
+        if el.get("redirect", "true") == "true":
+            return fetch            # the action's reply is the call's next document
+        # redirect="false": the action is told, the document carries on.
+        status, _ = await self.emu.post(action, self.params(**result), method=fetch.method)
+        self.note("request", {"type": _type_of(action), "params": result, "status": status})
+        return None
+
+
+def _type_of(url: str | None) -> str:
+    return parse_qs(urlsplit(url or "").query).get("type", ["voice"])[0]
+
+
+def _digits(pressed: str, finish_on_key: str, num_digits: str | None) -> str:
+    if finish_on_key and finish_on_key != "none" and finish_on_key in pressed:
+        pressed = pressed.split(finish_on_key, 1)[0]
+    if num_digits and num_digits.isdigit():
+        pressed = pressed[: int(num_digits)]
+    return pressed
+
+
+def _int(raw: str | None, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise AppError(f"invalid XML: {raw[:20]!r} is not a whole number") from None
+
+
+async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
