@@ -143,9 +143,9 @@ async def _serve(settings: Settings) -> int:
         try:
             await candidate.start(control=control)   # cleans up after itself when it fails
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
+            if exc.errno not in BIND_ERRORS:
                 raise
-            fail(_port_in_use(settings, candidate), "port_in_use")
+            fail(*listen_failure(settings, candidate, exc))
         runtime = candidate
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,7 +161,7 @@ async def _serve(settings: Settings) -> int:
     except (VoiceCallError, StoreError) as exc:
         fail(str(exc), getattr(exc, "code", "error"))
     except OSError as exc:
-        fail(f"cannot start: {exc.strerror or exc}")
+        fail(f"cannot start: {exc}")
     finally:
         if runtime is not None:
             await runtime.stop()
@@ -189,13 +189,23 @@ async def _start_tunnel(settings: Settings) -> tuple[Settings, Tunnel | None]:
     return settings.replace(publicUrl=tunnel.public_url), tunnel
 
 
-def _port_in_use(settings: Settings, runtime: VoiceCallRuntime) -> str:
+BIND_ERRORS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+
+
+def listen_failure(settings: Settings, runtime: VoiceCallRuntime, exc: OSError) -> tuple[str, str]:
+    """(message, code): one line naming the listener that could not bind and the likely cause."""
     # The webhook listener binds first: with no webhook port yet, it failed.
     which = "serve" if runtime.webhook_port is None else "control"
     bind = str(settings.get(f"{which}.bind", "127.0.0.1"))
     port = int(settings.get(f"{which}.port", 3334 if which == "serve" else 3335))
+    if exc.errno == errno.EACCES:
+        return (f"not allowed to listen on port {port} on {bind} (ports below 1024 usually need root); "
+                f"choose another {which}.port", "cannot_listen")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"cannot listen on {bind}: that address does not belong to this machine; check {which}.bind",
+                "cannot_listen")
     return (f"port {port} on {bind} is already in use (another voicecall serve? "
-            f"check with: lsof -i :{port})")
+            f"check with: lsof -i :{port})", "port_in_use")
 
 
 def _print_started(settings: Settings, runtime: VoiceCallRuntime, tunnel: Tunnel | None,
@@ -214,6 +224,8 @@ def _print_started(settings: Settings, runtime: VoiceCallRuntime, tunnel: Tunnel
         say("control listener: not available in this version (operational verbs use the store)")
     if tunnel is not None:
         say(f"tunnel: {tunnel.kind} -> {tunnel.public_url}")
+    elif settings.get("publicUrl") and settings.get("tunnel.provider", "none") != "none":
+        say(f"tunnel: {settings.get('tunnel.provider')} not started: publicUrl is set and takes precedence")
     say(f"public webhook URL (give this to the carrier): {runtime.public_url}")
     say(f"inbound status callback URL: {status_callback_url(runtime.public_url)}")
     say(f"store: {settings.store_dir}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import signal
 from typing import TYPE_CHECKING, Any
@@ -114,15 +113,15 @@ async def _standalone(settings: Settings, params: dict[str, str], as_json: bool)
     from voicecall.engine.errors import VoiceCallError
     from voicecall.engine.runtime import VoiceCallRuntime
 
-    from .serve import _port_in_use
+    from .serve import BIND_ERRORS, listen_failure
 
     runtime = VoiceCallRuntime(settings)
     try:
         await runtime.start()
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            fail(_port_in_use(settings, runtime), "port_in_use", as_json)
-        fail(f"cannot start a standalone runtime: {exc.strerror or exc}", "error", as_json)
+        if exc.errno in BIND_ERRORS:
+            fail(*listen_failure(settings, runtime, exc), as_json)
+        fail(f"cannot start a standalone runtime: {exc}", "error", as_json)
     except VoiceCallError as exc:
         fail(str(exc), exc.code, as_json)
     try:

@@ -8,8 +8,13 @@ import json
 import re
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from voicecall.engine.client import ControlClient
 from voicecall.engine.config import load_settings
@@ -18,6 +23,8 @@ from voicecall.engine.store import StoreReader, acquire_runtime_lock
 from .conftest import VOICECALL, Serve, free_port, write_config
 
 PORT = r"(\d+)"
+SID = "AC" + "0" * 32
+TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 def mock_config(tmp_path: Path, *, serve_port: int = 0, control_port: int = 0, extra: str = "") -> str:
@@ -139,19 +146,58 @@ def test_real_carrier_with_a_loopback_public_url_refuses_to_start(tmp_path: Path
         "which twilio cannot reach; set publicUrl, or tunnel.provider ngrok or tailscale-funnel\n")
 
 
-def _rpc(config: str, method: str, params: dict[str, object]) -> object:
+def _rpc(config: str, method: str, params: dict[str, object]) -> Any:
     return asyncio.run(ControlClient(load_settings(config), timeout=10).call(method, params))
 
 
-def test_sigterm_mid_call_then_restart_loses_no_call(tmp_path: Path, serves: list[Serve]) -> None:
-    config = mock_config(tmp_path, control_port=free_port())
+class EmulatorThread:
+    """A Twilio emulator on its own event loop and thread: a carrier that
+    outlives the ``serve`` processes of a test, as a real one does."""
+
+    def __init__(self) -> None:
+        from voicecall.providers.twilio.emulator import TwilioEmulator
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def make() -> tuple[TwilioEmulator, str]:
+            emulator = TwilioEmulator(SID, TOKEN)
+            return emulator, await emulator.start()
+
+        self.emulator, self.base_url = self.run(make())
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
+
+    def close(self) -> None:
+        self.run(self.emulator.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(20)
+        self.loop.close()
+
+
+@pytest.fixture
+def carrier() -> Iterator[EmulatorThread]:
+    emulator = EmulatorThread()
+    yield emulator
+    emulator.close()
+
+
+def test_sigterm_mid_call_then_restart_loses_no_call(tmp_path: Path, carrier: EmulatorThread,
+                                                     serves: list[Serve]) -> None:
+    # A fixed webhook port: the carrier keeps calling the URLs it was given.
+    config = write_config(tmp_path / "voicecall.yaml", (
+        f"provider: twilio\nfromNumber: '+15005550006'\nstaleCallReaperSeconds: 120\n"
+        f"twilio: {{accountSid: {SID}, authToken: {TOKEN}, apiBaseUrl: '{carrier.base_url}'}}\n"
+        f"serve: {{port: {free_port()}}}\ncontrol: {{port: {free_port()}}}\nstore: {tmp_path / 'store'}\n"))
     first = Serve(config)
     serves.append(first)
     first.wait_for("ready;")
     call_id = _rpc(config, "voicecall.initiate", {"to": "+15550002222", "message": "Hello there",
-                                                  "mode": "conversation"})["callId"]  # type: ignore[index]
+                                                  "mode": "conversation"})["callId"]
     deadline = time.monotonic() + 15
-    while _rpc(config, "voicecall.status", {"callId": call_id})["state"] != "listening":  # type: ignore[index]
+    while _rpc(config, "voicecall.status", {"callId": call_id})["state"] != "listening":
         assert time.monotonic() < deadline, "the call never reached listening"
         time.sleep(0.05)
     assert first.terminate() == 0
@@ -172,13 +218,70 @@ def test_sigterm_mid_call_then_restart_loses_no_call(tmp_path: Path, serves: lis
     assert shown.returncode == 0, shown.stderr
     calls = json.loads(shown.stdout)["calls"]
     assert [(c["callId"], c["state"], c["terminal"]) for c in calls] == [(call_id, "listening", False)]
+    (emu_call,) = carrier.emulator.calls.values()
+    assert emu_call.status == "in-progress"      # the carrier kept the call while serve was down
+    # The restored call is still driven: ending it goes through the carrier.
+    _rpc(config, "voicecall.end", {"callId": call_id})
+    deadline = time.monotonic() + 15
+    while not (ended := _rpc(config, "voicecall.status", {"callId": call_id}))["terminal"]:
+        assert time.monotonic() < deadline, "the call never ended"
+        time.sleep(0.05)
+    assert ended["state"] == "hangup-bot"
+    assert emu_call.status == "completed"
     assert second.terminate() == 0
-    assert second.lines[-1] == "stopped; 1 live call kept in the store"
+    assert second.lines[-1] == "stopped; 0 live calls kept in the store"
 
-    # With no serve running, status reads the store and still has the call.
     offline = subprocess.run([VOICECALL, "status", "--json", "--call-id", call_id, "--config", config],
                              capture_output=True, text=True, timeout=30)
     assert offline.returncode == 0, offline.stderr
     doc = json.loads(offline.stdout)
-    assert (doc["callId"], doc["state"], doc["terminal"], doc["answeredAt"] is not None) == \
-        (call_id, "listening", False, True)
+    assert (doc["callId"], doc["state"], doc["terminal"], doc["endReason"]) == \
+        (call_id, "hangup-bot", True, "hangup-bot")
+    assert [t["text"] for t in doc["transcript"]] == ["Hello there"]
+
+
+def test_a_bind_address_not_on_this_machine(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "voicecall.yaml", (
+        f"provider: mock\nserve: {{port: 0, bind: 192.0.2.1}}\ncontrol: {{port: 0}}\nstore: {tmp_path / 'store'}\n"))
+    result = subprocess.run([VOICECALL, "serve", "--config", config], capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (1, (
+        "Error: cannot listen on 192.0.2.1: that address does not belong to this machine; check serve.bind\n"))
+
+
+def test_public_url_wins_over_a_tunnel_and_says_so(tmp_path: Path, serves: list[Serve]) -> None:
+    config = mock_config(tmp_path, extra="publicUrl: https://voice.example.com/voice/webhook\n"
+                                         "tunnel: {provider: ngrok}\n")
+    serve = Serve(config)
+    serves.append(serve)
+    serve.wait_for("ready;")
+    assert serve.line("tunnel: ") == "tunnel: ngrok not started: publicUrl is set and takes precedence"
+    assert serve.line("public webhook URL") == (
+        "public webhook URL (give this to the carrier): https://voice.example.com/voice/webhook")
+    assert serve.terminate() == 0
+
+
+def test_status_and_smoke_go_through_a_running_serve(tmp_path: Path, serves: list[Serve]) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "voicecall.yaml", (
+        f"provider: mock\nserve: {{port: 0}}\ncontrol: {{port: {port}, token: right-token}}\n"
+        f"store: {tmp_path / 'store'}\noutbound: {{notifyHangupDelaySec: 0}}\n"))
+    serve = Serve(config)
+    serves.append(serve)
+    serve.wait_for("ready;")
+    placed = subprocess.run([VOICECALL, "smoke", "--to", "+15550003333", "--yes", "--json", "--config", config],
+                            capture_output=True, text=True, timeout=30)
+    assert placed.returncode == 0, placed.stderr
+    doc = json.loads(placed.stdout)
+    assert (doc["dryRun"], doc["result"]) == (False, None)   # the call goes on inside serve
+    # The store is locked by serve, so this answer can only come from serve itself.
+    shown = subprocess.run([VOICECALL, "status", "--call-id", doc["callId"], "--json", "--config", config],
+                           capture_output=True, text=True, timeout=30)
+    assert json.loads(shown.stdout)["to"] == "+15550003333"
+
+    wrong = write_config(tmp_path / "wrong.yaml", Path(config).read_text().replace("right-token", "wrong-token"))
+    refused = subprocess.run([VOICECALL, "status", "--config", wrong], capture_output=True, text=True, timeout=30)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        f"Error: the control listener at 127.0.0.1:{port} refused our token (HTTP 401); use the token of the "
+        "running `voicecall serve` (control.token in the config)\n")
+    assert serve.terminate() == 0
