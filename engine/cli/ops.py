@@ -107,7 +107,12 @@ def _standalone_call(settings: Settings, params: dict[str, Any], as_json: bool) 
                 flow=params.get("flow"), vars=params.get("vars"), dtmf_sequence=params.get("dtmfSequence"))
             _print_call_id(call_id, as_json)
             limit = float(settings.get("maxDurationSeconds", 300)) + float(settings.get("ringTimeoutMs", 30000)) / 1000
-            record = await runtime.wait_ended(call_id, timeout=limit + 60)
+            try:
+                record = await runtime.wait_ended(call_id, timeout=limit + 60)
+            except VoiceCallError as exc:
+                # The id is already on stdout (the one JSON document with --json): stderr only.
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(1)
             click.echo(f"call {call_id} ended: {record.end_reason or record.state}", err=True)
             return call_id
         finally:

@@ -159,6 +159,16 @@ async def test_call_runs_standalone_until_the_call_ends(tmp_path: Path) -> None:
     assert run.json == {"error": {"code": "call_ended", "message": f"call {call_id} already ended (hangup-bot)"}}
 
 
+async def test_call_fallback_names_a_runtime_already_holding_the_store(ctl: Control, tmp_path: Path) -> None:
+    # A serve runs on this store, but the config points at a control port nobody listens on.
+    cfg = str(write_config(tmp_path / "c.json", ctl.rt.settings.store_dir, free_port()))
+    run = await voicecall("call", "-m", "Hi", "-t", TO, "--json", "--config", cfg)
+    assert run.code == 1
+    assert run.json["error"]["code"] == "store_locked"
+    assert f"pid {os.getpid()}" in run.json["error"]["message"]
+    assert ctl.rt.sessions == {}
+
+
 async def test_usage_errors_exit_2(tmp_path: Path) -> None:
     cfg = str(write_config(tmp_path / "c.json", tmp_path / "store", free_port()))
     for args in (("call", "-t", TO), ("call", "-m", "hi", "--var", "novalue"), ("call", "-m", "hi", "--mode", "x"),
