@@ -5,15 +5,18 @@ event loop (or against nothing, for the fallbacks)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from conftest import Control, running
 
 from voicecall.engine.store import StoreReader
@@ -191,25 +194,39 @@ async def test_delegation_through_a_real_serve(tmp_path: Path) -> None:
     port = free_port()
     cfg = str(write_config(tmp_path / "c.json", tmp_path / "store", port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICECALL_")}
+    log = (tmp_path / "serve.log").open("wb")
     serve = await asyncio.create_subprocess_exec(VOICECALL, "serve", "--config", cfg, env=env,
-                                                 stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+                                                 stderr=log, stdout=asyncio.subprocess.DEVNULL)
     try:
-        assert serve.stderr is not None
-        lines = []
-        while not lines or "ready" not in lines[-1]:
-            line = (await asyncio.wait_for(serve.stderr.readline(), 20)).decode()
-            assert line, "serve exited: " + "".join(lines)
-            lines.append(line)
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 20
+            while True:   # ready when the control listener answers /healthz
+                assert serve.returncode is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.05)
         run = await voicecall("call", "-m", "Hi", "-t", TO, "--mode", "conversation", "--json", "--config", cfg)
         assert run.code == 0, run.err
         call_id = run.json["callId"]
         run = await voicecall("end", "--call-id", call_id, "--config", cfg)
         assert (run.code, run.out) == (0, "ok\n"), run.err
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 10
+            while True:   # the carrier confirms the hang-up: no live call left
+                assert time.monotonic() < deadline
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    if (await resp.json())["activeCalls"] == 0:
+                        break
+                await asyncio.sleep(0.05)
     finally:
         serve.terminate()
         await asyncio.wait_for(serve.wait(), 20)
+        log.close()
     record = StoreReader(tmp_path / "store").get(call_id)
-    assert record is not None and record.call_id == call_id
+    assert record is not None and (record.terminal, record.end_reason) == (True, "hangup-bot")
 
 
 async def test_end_hangs_up_a_stored_live_call_when_nothing_listens(tmp_path: Path) -> None:
