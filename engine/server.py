@@ -96,7 +96,6 @@ class WebhookServer:
             try:
                 key = make_replay_key(provider.name, provider.verify(req))
             except SignatureError as exc:
-                self._count("bad_signature")
                 raise Rejection.bad_signature(exc, peer) from None
         fresh = self.replays.check_and_add(key) and not await self.runtime.store.seen(key)
         try:
