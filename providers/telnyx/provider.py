@@ -1,0 +1,187 @@
+"""TelnyxProvider: a command carrier (ARCHITECTURE "Carrier styles").
+
+Webhooks are JSON events that only need an acknowledgement; the engine runs
+each program step by step through ``execute``, and answers inbound calls
+with ``answer``. Listening is stateful on Telnyx (a transcription or a DTMF
+gather keeps running until stopped), so the provider remembers, per call,
+what it left listening and stops it before the next step: a caller's words
+after their turn never land in the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from voicecall.engine.clock import Clock, RealClock
+from voicecall.engine.errors import ProviderError, RenderError
+from voicecall.engine.events import Event
+from voicecall.engine.program import Program, Step
+from voicecall.providers.base import CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
+from voicecall.providers.telnyx import commands as cmd
+from voicecall.providers.telnyx import parse as parse_mod
+from voicecall.providers.telnyx import signature
+from voicecall.providers.telnyx.client import CALL_ENDED_CODE, TelnyxRest
+from voicecall.providers.telnyx.parse import encode_state
+
+log = logging.getLogger("voicecall.providers.telnyx")
+
+RING_TIMEOUT_RANGE = (5, 600)        # dial timeout_secs
+TIME_LIMIT_RANGE = (30, 14400)       # dial time_limit_secs (default 14400: four hours)
+JSON = "application/json"
+
+
+class TelnyxProvider:
+    name = "telnyx"
+    style: Literal["document", "command"] = "command"
+    capabilities = frozenset({"say", "play", "pause", "gather.speech", "gather.dtmf", "dtmf", "reject", "amd"})
+    signature_headers = signature.SIGNATURE_HEADERS
+    inline_limit = 0                  # nothing rides with the dial: commands follow call.answered
+
+    def __init__(self, settings: Any, *, store_dir: Path | None = None, clock: Clock | None = None,
+                 api_base_url: str | None = None, timeout_s: float = 10.0):
+        """``api_base_url`` overrides ``telnyx.apiBaseUrl`` (tests, the demo)."""
+        self._settings = settings
+        self._clock: Clock = clock or RealClock()
+        self._public_key = str(settings.get("telnyx.publicKey") or "")
+        self._connection_id = str(settings.get("telnyx.connectionId") or "")
+        self._from = settings.get("fromNumber")
+        self._time_limit = settings.get("maxDurationSeconds")
+        self._voice = _settings_voice(settings)
+        self.rest = TelnyxRest(str(settings.get("telnyx.apiKey") or ""),
+                               api_base_url=api_base_url or settings.get("telnyx.apiBaseUrl"),
+                               timeout_s=timeout_s, sleep=self._clock.sleep)
+        # call_control_id → what is still listening there ("transcription", "gather").
+        self._listening: dict[str, set[str]] = {}
+
+    # -- webhooks (pure) ---------------------------------------------------
+
+    def verify(self, req: WebhookRequest) -> str:
+        return signature.verify(self._public_key, req, self._clock.now())
+
+    def parse(self, req: WebhookRequest) -> list[Event]:
+        return parse_mod.parse(req)
+
+    def render(self, program: Program, urls: CallUrls) -> Reply:
+        """The commands ``program`` would issue, as JSON (snapshots; Telnyx never fetches documents).
+        A ``pause`` shows as ``{"wait": seconds}``: the engine's timer, not a command."""
+        out: list[dict[str, Any]] = []
+        for index, step in enumerate(program.steps):
+            if step.kind == "pause":
+                out.append({"wait": int(step.params.get("seconds", 0) or 0)})
+                continue
+            out.extend(c.as_json() for c in cmd.step_commands(step, urls.call_id, f"step{index}", self._voice))
+        return Reply(json.dumps(out, sort_keys=True, separators=(",", ":")).encode(), JSON)
+
+    def ack(self, req: WebhookRequest) -> Reply:
+        return Reply(b"{}", JSON)
+
+    # -- REST ----------------------------------------------------------------
+
+    async def place(self, call: PlaceRequest) -> str:
+        from_number = call.from_number or self._from
+        if not from_number:
+            raise ProviderError("fromNumber is required to place a Telnyx call", provider="telnyx")
+        if not self._connection_id:
+            raise ProviderError("telnyx.connectionId is required to place a call", provider="telnyx")
+        if call.send_digits:
+            log.warning("call %s: Telnyx dials without send digits; the engine sends them as a dtmf step",
+                        call.call_id)
+        time_limit = call.time_limit_s or self._time_limit
+        body = cmd.dial_body(
+            connection_id=self._connection_id, to=call.to_number, from_=str(from_number),
+            webhook_url=call.urls.webhook("event"), client_state=encode_state(call.call_id),
+            timeout_secs=_clamp("ring timeout", call.ring_timeout_s, *RING_TIMEOUT_RANGE),
+            time_limit_secs=_clamp("maxDurationSeconds", int(time_limit), *TIME_LIMIT_RANGE) if time_limit else None,
+            machine_detection=call.machine_detection)
+        data = await self.rest.dial(body)
+        return str(data["call_control_id"])
+
+    async def answer(self, call: CallRef, urls: CallUrls) -> None:
+        """Answer an inbound call; later events go to our ``type=event`` URL with our call id."""
+        ccid = _ccid(call)
+        body = cmd.render_body("answer", client_state=encode_state(call.call_id), webhook_url=urls.webhook("event"))
+        await self.rest.command(ccid, "answer", body)
+
+    async def execute(self, call: CallRef, step: Step, urls: CallUrls, tag: str) -> None:
+        """Send the command(s) for one step. ``say``/``play`` report ``playback.done``
+        with ``tag``; a gather's result arrives with its turn token."""
+        ccid = _ccid(call)
+        try:
+            commands = cmd.step_commands(step, call.call_id, tag, self._voice)
+        except RenderError as exc:
+            raise ProviderError(f"call {call.call_id}: {exc}", provider="telnyx") from None
+        if step.kind in ("hangup", "reject"):
+            self._listening.pop(ccid, None)
+        else:
+            await self._stop_listening(ccid, call.call_id)
+        for command in commands:
+            await self.rest.command(ccid, command.name, command.body)
+            if command.name == "transcription_start":
+                self._listening.setdefault(ccid, set()).add("transcription")
+            elif command.name.startswith("gather"):
+                self._listening.setdefault(ccid, set()).add("gather")
+
+    async def _stop_listening(self, ccid: str, call_id: str) -> None:
+        """Stop what the last gather left running. Telnyx may already have stopped it
+        (a gather ends on its own): a refusal then is harmless."""
+        for what in sorted(self._listening.pop(ccid, set())):
+            name = "transcription_stop" if what == "transcription" else "gather_stop"
+            try:
+                await self.rest.command(ccid, name, cmd.render_body(name, client_state=encode_state(call_id)))
+            except ProviderError as exc:
+                if exc.status is None or exc.status >= 500:
+                    raise
+                log.debug("call %s: %s refused (%s): nothing was running", call_id, name, exc)
+
+    async def push(self, call: CallRef, program: Program, urls: CallUrls) -> None:
+        raise ProviderError("Telnyx is a command carrier: programs run step by step through "
+                            "execute(), not pushed as documents", provider="telnyx")
+
+    async def hangup(self, call: CallRef) -> bool:
+        """True when Telnyx will send ``call.hangup``; False when it no longer knows the
+        call (404, or 422 "call has already ended") or it was never placed."""
+        if not call.provider_call_id:
+            return False
+        ccid = call.provider_call_id
+        self._listening.pop(ccid, None)
+        try:
+            await self.rest.command(ccid, "hangup", cmd.render_body("hangup", client_state=encode_state(call.call_id)))
+        except ProviderError as exc:
+            if exc.status == 404 or (exc.status == 422 and (exc.carrier_code == CALL_ENDED_CODE
+                                                            or "ended" in str(exc).lower())):
+                log.info("Telnyx call %s is already gone: nothing to hang up", ccid)
+                return False
+            raise
+        return True
+
+    async def close(self) -> None:
+        await self.rest.close()
+        await asyncio.sleep(0)
+
+
+def _ccid(call: CallRef) -> str:
+    if not call.provider_call_id:
+        raise ProviderError(f"call {call.call_id} has no Telnyx call_control_id yet", provider="telnyx")
+    return call.provider_call_id
+
+
+def _clamp(what: str, value: int, low: int, high: int) -> int:
+    clamped = max(low, min(high, int(value)))
+    if clamped != value:
+        log.warning("%s %s s is outside Telnyx's range %s..%s; using %s s", what, value, low, high, clamped)
+    return clamped
+
+
+def _settings_voice(settings: Any) -> str | None:
+    """The TTS voice named in config (``tts.<vendor>`` or ``tts.providers.<vendor>``)."""
+    vendor = settings.get("tts.provider") or "openai"
+    for key in (f"tts.{vendor}.voice", f"tts.providers.{vendor}.voice",
+                f"tts.providers.{vendor}.speakerVoice", f"tts.{vendor}.voiceId"):
+        value = settings.get(key)
+        if value:
+            return str(value)
+    return None
