@@ -110,6 +110,8 @@ def _free_port(bind: str) -> int:
 def serve(config_path: str | None) -> None:
     """Run the runtime: webhook listener, control API, timers and the reaper."""
     settings = load_or_exit(config_path)
+    if not settings.get("enabled", True):
+        fail("the voice-call plugin is disabled (enabled: false); nothing to serve")
     setup_logging(settings)
     try:
         code = asyncio.run(_serve(settings))
@@ -123,8 +125,6 @@ async def _serve(settings: Settings) -> int:
     from voicecall.engine.readiness import exposure, local_webhook_url, public_url_problem, run_checks
     from voicecall.engine.store import StoreError
 
-    if not settings.get("enabled", True):
-        fail("the voice-call plugin is disabled (enabled: false); nothing to serve")
     how = exposure(settings)
     if how in ("publicUrl", "local", "tailscale-serve"):
         url = str(settings.get("publicUrl") or local_webhook_url(settings))

@@ -299,3 +299,13 @@ exec sleep 60
     assert (tmp_path / "ngrok.env").read_text() == "tok-from-config\n"
     with pytest.raises(ProcessLookupError):   # the agent was stopped on exit
         os.kill(int((tmp_path / "ngrok.pid").read_text()), 0)
+
+
+def test_setup_and_serve_refuse_a_disabled_plugin(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "off.yaml", f"enabled: false\nprovider: twilio\nstore: {tmp_path / 's'}\n")
+    result = invoke("setup", "--config", config)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == f"✗ config: {config}: the voice-call plugin is disabled (enabled: false)"
+    served = invoke("serve", "--config", config)
+    assert (served.exit_code, served.stderr) == (
+        1, "Error: the voice-call plugin is disabled (enabled: false); nothing to serve\n")
