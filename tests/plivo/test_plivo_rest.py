@@ -88,7 +88,7 @@ async def test_transfer_moves_the_live_call(emulator: PlivoEmulator, webhook: Fa
 async def test_hangup_live_ringing_and_gone(emulator: PlivoEmulator, webhook: FakeWebhook) -> None:
     webhook.replies["voice"] = '<Response><Wait length="60"/></Response>'
     p = provider(emulator)
-    request_uuid = await p.place(place_request(webhook))
+    await p.place(place_request(webhook))
     await until(lambda: webhook.of("voice"), "the answer fetch")
     call_uuid = webhook.of("voice")[0]["CallUUID"]
     assert await p.hangup(CallRef("c1", call_uuid)) is True
