@@ -133,6 +133,19 @@ async def _serve(settings: Settings) -> int:
     tunnel: Tunnel | None = None
     runtime: VoiceCallRuntime | None = None
     stop = asyncio.Event()
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        # Before the runtime is up, abandon start-up (cleaning up what exists);
+        # after, shut down gracefully.
+        if runtime is not None:
+            stop.set()
+        elif main is not None:
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     try:
         if how not in ("publicUrl", "local"):
             settings, tunnel = await _start_tunnel(settings)
@@ -147,9 +160,6 @@ async def _serve(settings: Settings) -> int:
                 raise
             fail(*listen_failure(settings, candidate, exc))
         runtime = candidate
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         _print_started(settings, runtime, tunnel, control)
         for check in run_checks(settings):
             if not check.ok and check.name != "webhook-exposure":
@@ -162,6 +172,8 @@ async def _serve(settings: Settings) -> int:
         fail(str(exc), getattr(exc, "code", "error"))
     except OSError as exc:
         fail(f"cannot start: {exc}")
+    except asyncio.CancelledError:
+        fail("interrupted during start-up", "interrupted")
     finally:
         if runtime is not None:
             await runtime.stop()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,21 @@ async def test_start_tunnel_is_none_without_a_tunnel_or_with_public_url(bin_dir:
     assert await start_tunnel(default_settings(), 3334) is None
     with_url = default_settings(publicUrl="https://v.example.com/voice/webhook", tunnel={"provider": "ngrok"})
     assert await start_tunnel(with_url, 3334) is None   # publicUrl wins; nothing is started
+
+
+def test_sigterm_while_waiting_for_ngrok_stops_it(tmp_path: Path, bin_dir: Path, serves: list[Serve]) -> None:
+    log = tmp_path / "ngrok"
+    ngrok(bin_dir, log, "exec sleep 60\n")
+    config = write_config(tmp_path / "v.yaml", (
+        f"provider: mock\nserve: {{port: 0}}\ncontrol: {{port: 0}}\nstore: {tmp_path / 'store'}\n"
+        "tunnel: {provider: ngrok}\n"))
+    serve = Serve(config)
+    serves.append(serve)
+    pid_file = Path(f"{log}.pid")
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, "ngrok was never started"
+        time.sleep(0.02)
+    assert serve.terminate() == 1
+    assert serve.lines == ["Error: interrupted during start-up"]
+    assert gone(pid_file)
