@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
-from plivo.utils import validate_v3_signature
+from plivo.utils import validate_signature, validate_v3_signature
 
 from voicecall.engine.config.settings import Settings
 from voicecall.providers.base import WebhookRequest
@@ -59,7 +59,9 @@ class FakeWebhook:
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         signed_url = f"http://{request.host}{request.raw_path}"
         if not validate_v3_signature("POST", signed_url, request.headers.get("X-Plivo-Signature-V3-Nonce", ""),
-                                     TOKEN, request.headers.get("X-Plivo-Signature-V3", ""), form):
+                                     TOKEN, request.headers.get("X-Plivo-Signature-V3", ""), form) or \
+                not validate_signature(signed_url, request.headers.get("X-Plivo-Signature-V2-Nonce", ""),
+                                       request.headers.get("X-Plivo-Signature-V2", ""), TOKEN):
             self.bad_signatures += 1
             return web.Response(status=401)
         kind = request.query.get("type", "voice")
