@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "mock": "voicecall.providers.mock:MockProvider",
     "twilio": "voicecall.providers.twilio:TwilioProvider",
+    "plivo": "voicecall.providers.plivo:PlivoProvider",
 }
 
 # Capability names a provider may declare and a flow may need.
