@@ -189,8 +189,15 @@ def _steps(prompt: Sequence[Any]) -> list[Step]:
 def _clamp(what: str, value: int, low: int, high: int) -> int:
     clamped = max(low, min(high, value))
     if clamped != value:
-        log.warning("%s %s s is outside Plivo's range %s..%s; using %s s", what, value, low, high, clamped)
+        _warn_clamped(what, value, low, high)
     return clamped
+
+
+@lru_cache(maxsize=64)
+def _warn_clamped(what: str, value: int, low: int, high: int) -> None:
+    # Once per value: the same flow renders the same gather on every turn.
+    clamped = max(low, min(high, value))
+    log.warning("%s %s s is outside Plivo's range %s..%s; using %s s", what, value, low, high, clamped)
 
 
 def _text(value: Any, kind: str, state: str) -> str:
