@@ -1,0 +1,90 @@
+"""The emulator toward a fake webhook that verifies every event with our
+verifier, driven by our provider as the engine would drive it."""
+
+from __future__ import annotations
+
+from telnyx_support import FakeWebhook
+
+from voicecall.engine.program import Step
+from voicecall.providers.base import CallRef, CallUrls, PlaceRequest
+from voicecall.providers.callee import Callee
+from voicecall.providers.telnyx import TelnyxProvider
+from voicecall.providers.telnyx.emulator import TelnyxEmulator
+
+
+async def test_outbound_call_speak_gather_hangup(emulator: TelnyxEmulator, provider: TelnyxProvider,
+                                                  webhook: FakeWebhook) -> None:
+    emulator.set_callee("+15550002000", Callee.from_script([{"answer": {"after": 1}}, {"digits": "42#"}]))
+    urls = CallUrls(webhook.url, "call-1")
+    ccid = await provider.place(PlaceRequest("call-1", "+15550001000", "+15550002000", urls))
+    ref = CallRef("call-1", ccid)
+
+    initiated = await webhook.next("call.initiated")
+    assert (initiated.call_id, initiated.provider_call_id) == ("call-1", ccid)
+    assert initiated.data == {"direction": "outbound"}
+    answered = await webhook.next("call.answered")
+    assert answered.call_id == "call-1"
+
+    await provider.execute(ref, Step("say", {"text": "Hello there, this is a test"}), urls, "tag-1")
+    done = await webhook.next("playback.done")
+    assert (done.token, done.call_id) == ("tag-1", "call-1")
+
+    gather = Step("gather", {"input": "dtmf", "token": "turn-1", "timeout": 5, "numDigits": 4,
+                             "prompt": (Step("say", {"text": "Enter your code"}),)})
+    await provider.execute(ref, gather, urls, "tag-2")
+    dtmf = await webhook.next("dtmf", "gather.timeout")
+    assert (dtmf.type, dtmf.data, dtmf.token) == ("dtmf", {"digits": "42"}, "turn-1")
+
+    assert await provider.hangup(ref) is True
+    ended = await webhook.next("call.ended")
+    assert ended.data["reason"] == "completed" and ended.data["cause"] == "normal_clearing"
+    call = await emulator.wait_ended(ccid)
+    assert call.heard == ["Hello there, this is a test", "Enter your code"]
+    assert webhook.bad_signatures == 0
+    assert webhook.types() == ["call.initiated", "call.answered", "call.speak.started", "call.speak.ended",
+                               "call.dtmf.received", "call.dtmf.received", "call.dtmf.received",
+                               "call.gather.ended", "call.hangup"]
+    names = [e.detail["name"] for e in emulator.log(ccid) if e.kind == "command"]
+    assert names == ["dial", "speak", "gather_using_speak", "hangup"]
+    # After hang-up Telnyx no longer runs commands on the call: a second hang-up is "already gone".
+    assert await provider.hangup(ref) is False
+
+
+async def test_inbound_call_answered_then_speech(emulator: TelnyxEmulator, provider: TelnyxProvider,
+                                                 webhook: FakeWebhook) -> None:
+    caller = Callee.from_script([{"say": "I would like a table"}])
+    ccid = await emulator.dial_in("+15550003000", "+15550001000", webhook.url, caller)
+    initiated = await webhook.next("call.initiated")
+    assert initiated.call_id is None and initiated.provider_call_id == ccid
+    assert initiated.data == {"direction": "inbound", "from": "+15550003000", "to": "+15550001000"}
+
+    urls = CallUrls(webhook.url, "call-in")
+    ref = CallRef("call-in", ccid)
+    await provider.answer(ref, urls)
+    answered = await webhook.next("call.answered")
+    assert answered.call_id == "call-in"          # client_state of the answer command
+
+    gather = Step("gather", {"input": "speech", "token": "turn-9", "timeout": 5,
+                             "prompt": (Step("say", {"text": "How can I help?"}),)})
+    await provider.execute(ref, gather, urls, "tag-g")
+    speech = await webhook.next("speech.final")
+    assert (speech.data["text"], speech.token, speech.call_id) == ("I would like a table", "turn-9", "call-in")
+
+    # The next step stops the transcription before speaking.
+    await provider.execute(ref, Step("say", {"text": "Sure"}), urls, "tag-s")
+    assert (await webhook.next("playback.done")).token == "tag-s"
+    await provider.execute(ref, Step("hangup", {}), urls, "tag-h")
+    assert (await webhook.next("call.ended")).data["reason"] == "completed"
+    names = [e.detail["name"] for e in emulator.log(ccid) if e.kind == "command"]
+    assert names == ["answer", "speak", "transcription_start", "transcription_stop", "speak", "hangup"]
+    assert emulator.calls[ccid].heard == ["How can I help?", "Sure"]
+    assert webhook.bad_signatures == 0
+
+
+async def test_inbound_call_never_answered_rings_until_the_caller_gives_up(
+        emulator: TelnyxEmulator, webhook: FakeWebhook) -> None:
+    ccid = await emulator.dial_in("+15550003000", "+15550001000", webhook.url)
+    await webhook.next("call.initiated")
+    ended = await webhook.next("call.ended", timeout=10)
+    assert ended.data["cause"] == "originator_cancel"
+    await emulator.wait_ended(ccid)
