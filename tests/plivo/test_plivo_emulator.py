@@ -107,7 +107,7 @@ async def test_bad_documents_fail_the_call(emulator: PlivoEmulator, webhook: Fak
 ])
 async def test_ring_outcomes(emulator: PlivoEmulator, webhook: FakeWebhook, ring: str, status: str,
                              cause: str) -> None:
-    await place(emulator, webhook, Callee(ring=ring))  # type: ignore[arg-type]
+    await place(emulator, webhook, Callee(ring=ring))
     (hangup,) = webhook.of("hangup")
     assert (hangup["CallStatus"], hangup["HangupCause"], hangup["Duration"]) == (status, cause, "0")
     assert webhook.of("voice") == []

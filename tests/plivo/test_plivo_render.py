@@ -75,7 +75,7 @@ def test_gather_falls_through_to_noinput(input_: str, plivo: str) -> None:
     root = ET.fromstring(render(step))
     gather = root[0]
     assert gather.get("action") == "https://voice.example.com/voice/webhook?callId=c1&type=gather&token=t1"
-    assert root[1].tag == "Redirect" and root[1].text.endswith("type=noinput&token=t1")
+    assert root[1].tag == "Redirect" and (root[1].text or "").endswith("type=noinput&token=t1")
 
 
 def test_gather_timeouts_clamped_and_finish_key() -> None:
