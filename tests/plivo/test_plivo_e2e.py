@@ -114,3 +114,41 @@ async def test_inbound_call(live: tuple[VoiceCallRuntime, PlivoEmulator]) -> Non
     assert (public["direction"], public["from"], public["to"]) == ("inbound", "+14155550100", "+15550000000")
     assert public["terminal"] and emulator.calls[uuid].heard[0] == "Welcome to the test line."
     assert bad_signatures(emulator, uuid) == []
+
+
+async def until_state(runtime: VoiceCallRuntime, call_id: str, state: str) -> None:
+    for _ in range(1500):
+        session = runtime.sessions.get(call_id)
+        if session is not None and session.record.state == state:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"call {call_id} never reached {state}")
+
+
+async def test_speak_and_dtmf_on_a_live_call_are_transfers(live: tuple[VoiceCallRuntime, PlivoEmulator]) -> None:
+    runtime, emulator = live
+    emulator.set_callee(CALLEE, Callee.from_script([{"answer": {"after": 1}}, {"wait": 60}, {"say": "never"}]))
+    call_id = await runtime.initiate(to=CALLEE, message="Hello.", mode="conversation")
+    await until_state(runtime, call_id, "listening")
+    uuid = runtime.sessions[call_id].record.provider_call_id or ""
+    await runtime.speak(call_id, "One moment please.")
+    for _ in range(1000):
+        if "One moment please." in emulator.calls[uuid].heard:
+            break
+        await asyncio.sleep(0.01)
+    await runtime.dtmf(call_id, "12")
+    for _ in range(1000):
+        if any(e.kind == "dtmf" for e in emulator.log(uuid)):
+            break
+        await asyncio.sleep(0.01)
+    await runtime.end(call_id)
+    record, call = await finish(runtime, emulator, call_id)
+    assert call.heard[:2] == ["Hello.", "One moment please."]
+    assert [e.detail for e in emulator.log(uuid) if e.kind == "dtmf"] == ["12"]
+    transfers = [e.detail["transfer"] for e in emulator.log(uuid) if e.kind == "rest" and "transfer" in e.detail]
+    assert len(transfers) >= 2 and all(url.endswith("type=resume") for url in transfers)
+    # After speaking and sending digits the call listened again, until we hung up.
+    docs = [e.detail["commands"] for e in emulator.log(uuid) if e.kind == "document"]
+    assert any("<DTMF>12</DTMF><GetInput " in doc for doc in docs)
+    assert any("One moment please.</Speak><GetInput " in doc for doc in docs)
+    assert record["endReason"] == "hangup-bot" and bad_signatures(emulator, uuid) == []
