@@ -3,13 +3,16 @@ verifier, driven by our provider as the engine would drive it."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from telnyx_support import FakeWebhook
 
 from voicecall.engine.program import Step
 from voicecall.providers.base import CallRef, CallUrls, PlaceRequest
 from voicecall.providers.callee import Callee
 from voicecall.providers.telnyx import TelnyxProvider
-from voicecall.providers.telnyx.emulator import TelnyxEmulator
+from voicecall.providers.telnyx.emulator import Chaos, TelnyxEmulator
 
 
 async def test_outbound_call_speak_gather_hangup(emulator: TelnyxEmulator, provider: TelnyxProvider,
@@ -88,3 +91,87 @@ async def test_inbound_call_never_answered_rings_until_the_caller_gives_up(
     ended = await webhook.next("call.ended", timeout=10)
     assert ended.data["cause"] == "originator_cancel"
     await emulator.wait_ended(ccid)
+
+
+async def _place(provider: TelnyxProvider, webhook: FakeWebhook, **extra: object) -> str:
+    return await provider.place(PlaceRequest("call-1", "", "+15550002000", CallUrls(webhook.url, "call-1"),
+                                             **extra))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("script, reason, cause", [
+    ([{"busy": {}}], "busy", "user_busy"),
+    ([{"no-answer": {}}], "no-answer", "timeout"),
+    ([{"answer": {"after": 40}}], "no-answer", "timeout"),
+    ([{"fail": {}}], "failed", "not_found"),
+])
+async def test_ring_outcomes(emulator: TelnyxEmulator, provider: TelnyxProvider, webhook: FakeWebhook,
+                             script: list[object], reason: str, cause: str) -> None:
+    emulator.set_callee("+15550002000", Callee.from_script(script))  # type: ignore[arg-type]
+    ccid = await _place(provider, webhook)
+    ended = await webhook.next("call.ended", "call.answered")
+    assert (ended.type, ended.data["reason"], ended.data["cause"]) == ("call.ended", reason, cause)
+    assert (await emulator.wait_ended(ccid)).hangup_cause == cause
+
+
+async def test_time_limit_ends_the_call(emulator: TelnyxEmulator, provider: TelnyxProvider,
+                                        webhook: FakeWebhook) -> None:
+    ccid = await _place(provider, webhook, time_limit_s=30)
+    await webhook.next("call.answered")
+    assert (await webhook.next("call.ended")).data["reason"] == "timeout"
+    assert emulator.calls[ccid].hangup_cause == "time_limit"
+
+
+async def test_callee_hangs_up_while_we_speak(emulator: TelnyxEmulator, provider: TelnyxProvider,
+                                              webhook: FakeWebhook) -> None:
+    emulator.set_callee("+15550002000", Callee.from_script([{"answer": {"after": 1}}, {"hangup": {"during": "say"}}]))
+    ccid = await _place(provider, webhook)
+    await webhook.next("call.answered")
+    await provider.execute(CallRef("call-1", ccid), Step("say", {"text": "a long message"}),
+                           CallUrls(webhook.url, "call-1"), "t")
+    ended = await webhook.next("call.ended", "playback.done")
+    assert (ended.type, ended.data["reason"], ended.data["source"]) == ("call.ended", "completed", "callee")
+
+
+async def test_silent_dtmf_gather_times_out_with_its_token(emulator: TelnyxEmulator, provider: TelnyxProvider,
+                                                           webhook: FakeWebhook) -> None:
+    emulator.set_callee("+15550002000", Callee.from_script([{"answer": {"after": 1}}, {"silence": {}}]))
+    ccid = await _place(provider, webhook)
+    await webhook.next("call.answered")
+    await provider.execute(CallRef("call-1", ccid), Step("gather", {"input": "dtmf", "token": "T7", "timeout": 3}),
+                           CallUrls(webhook.url, "call-1"), "t")
+    timeout = await webhook.next("gather.timeout", "dtmf")
+    assert (timeout.type, timeout.token) == ("gather.timeout", "T7")
+
+
+async def _chaotic_call(chaos: Chaos, provider: TelnyxProvider, webhook: FakeWebhook) -> TelnyxEmulator:
+    from telnyx_support import API_KEY, SCALE
+
+    emu = TelnyxEmulator(API_KEY, time_scale=SCALE, chaos=chaos)
+    await emu.start()
+    provider.rest.base_url = emu.base_url
+    provider._public_key = emu.public_key_b64
+    emu.set_callee("+15550002000", Callee.from_script([{"answer": {"after": 1}}]))
+    ccid = await _place(provider, webhook)
+    await asyncio.wait_for(emu.calls[ccid].answered.wait(), 5)     # call.answered itself may be held back
+    await provider.execute(CallRef("call-1", ccid), Step("say", {"text": "hi"}), CallUrls(webhook.url, "call-1"), "t")
+    while not emu.calls[ccid].heard:
+        await asyncio.sleep(0.01)
+    await provider.hangup(CallRef("call-1", ccid))
+    await emu.wait_ended(ccid)
+    await emu.stop()
+    return emu
+
+
+async def test_chaos_duplicates_every_event_with_the_same_id(provider: TelnyxProvider, webhook: FakeWebhook) -> None:
+    await _chaotic_call(Chaos(seed=1, duplicate=1.0), provider, webhook)
+    ids = [b["data"]["id"] for b in webhook.bodies]
+    assert len(ids) >= 8 and ids[0::2] == ids[1::2]
+    assert webhook.bad_signatures == 0
+
+
+async def test_chaos_holds_events_past_the_hangup(provider: TelnyxProvider, webhook: FakeWebhook) -> None:
+    await _chaotic_call(Chaos(seed=1, reorder=1.0), provider, webhook)
+    types = webhook.types()
+    # Everything was held back and arrives after the final event, still in its own order.
+    assert types[:4] == ["call.hangup", "call.initiated", "call.answered", "call.speak.started"]
+    assert len({b["data"]["id"] for b in webhook.bodies}) == len(types)
