@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "mock": "voicecall.providers.mock:MockProvider",
     "twilio": "voicecall.providers.twilio:TwilioProvider",
     "plivo": "voicecall.providers.plivo:PlivoProvider",
+    "telnyx": "voicecall.providers.telnyx:TelnyxProvider",
 }
 
 # Capability names a provider may declare and a flow may need.
