@@ -5,6 +5,7 @@ and parsed by PlivoProvider, every live update a transfer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,14 @@ from voicecall.providers.plivo.emulator import PlivoEmulator
 CALLEE = "+15550001111"
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[tuple[VoiceCallRuntime, PlivoEmulator]]:
+@contextlib.asynccontextmanager
+async def running(store: Path, **config: Any) -> AsyncIterator[tuple[VoiceCallRuntime, PlivoEmulator]]:
     clock = ScaledClock(0.01)
     emulator = PlivoEmulator(AUTH_ID, TOKEN, clock=clock)
     base_url = await emulator.start()
     settings = default_settings().replace(
         provider="plivo", plivo={"authId": AUTH_ID, "authToken": TOKEN, "apiBaseUrl": base_url},
-        fromNumber="+15550000000", store=str(tmp_path), serve={"port": 0}, maxConcurrentCalls=2,
-        inboundPolicy="open", inboundGreeting="Welcome to the test line.")
+        fromNumber="+15550000000", store=str(store), serve={"port": 0}, maxConcurrentCalls=2, **config)
     runtime = VoiceCallRuntime(settings, clock=clock)
     try:
         await runtime.start()
@@ -37,6 +37,12 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[VoiceCallRuntime, PlivoEmu
     finally:
         await runtime.stop()
         await emulator.stop()
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[tuple[VoiceCallRuntime, PlivoEmulator]]:
+    async with running(tmp_path, inboundPolicy="open", inboundGreeting="Welcome to the test line.") as pair:
+        yield pair
 
 
 async def finish(runtime: VoiceCallRuntime, emulator: PlivoEmulator, call_id: str) -> tuple[Any, Any]:
@@ -152,3 +158,13 @@ async def test_speak_and_dtmf_on_a_live_call_are_transfers(live: tuple[VoiceCall
     assert any("<DTMF>12</DTMF><GetInput " in doc for doc in docs)
     assert any("One moment please.</Speak><GetInput " in doc for doc in docs)
     assert record["endReason"] == "hangup-bot" and bad_signatures(emulator, uuid) == []
+
+
+async def test_refused_inbound_call_is_hung_up_unanswered(tmp_path: Path) -> None:
+    async with running(tmp_path, inboundPolicy="disabled") as (runtime, emulator):
+        uuid = await emulator.dial_in("+14155550100", "+15550000000", runtime.public_url, Callee())
+        await emulator.wait_ended(uuid, timeout=10)
+        call = emulator.calls[uuid]
+        (doc,) = [e.detail["commands"] for e in emulator.log(uuid) if e.kind == "document"]
+        assert doc.endswith('<Response><Hangup reason="rejected"/></Response>')
+        assert call.heard == [] and call.answered_at is None and call.hangup_cause == "CALL_REJECTED"
