@@ -30,7 +30,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.engine.clock import Clock, RealClock
 from voicecall.providers.callee import Callee
-from voicecall.providers.plivo.runner import AppError, CallRunner, EmuCall, Fetch, LogEntry, cancel_quietly
+from voicecall.providers.plivo.calls import AppError, EmuCall, Fetch, LogEntry
+from voicecall.providers.plivo.runner import CallRunner, cancel_quietly
 
 __all__ = ["Chaos", "LogEntry", "PlivoEmulator"]
 
