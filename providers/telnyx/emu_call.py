@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from voicecall.providers.callee import Callee, Response, ScriptError
+from voicecall.providers.callee import Callee
 
 if TYPE_CHECKING:
     from voicecall.providers.telnyx.emulator import TelnyxEmulator
@@ -23,7 +23,7 @@ SECONDS_PER_WORD = 0.3
 PLAYBACK_S = 2.0                 # an audio file's length: the emulator fetches nothing
 AMD_S = 2.0                      # time answering-machine detection takes after the answer
 RING_PATIENCE_S = 30.0           # an inbound caller waits this long for an answer
-QUIET_S = 0.02                   # real seconds without commands before the caller reacts
+NEEDS = {"say": "speech", "digits": "dtmf"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class EmuCall:
     transcription: str | None = None          # client_state of a running transcription
     gather: dict[str, Any] | None = None      # the running DTMF gather's body
     listen_pending: bool = False
-    last_command_at: float = 0.0              # loop time, real
+    listening_changed: asyncio.Event = field(default_factory=asyncio.Event)
     listener: asyncio.Task[None] | None = None
     sender: asyncio.Task[None] | None = None
     pending_hangup: tuple[str, str] | None = None   # (hangup_cause, hangup_source)
@@ -151,7 +151,9 @@ class CallRunner:
                 await self._play(kind, body)
             if call.live and call.listen_pending and (call.transcription or call.gather):
                 call.listen_pending = False
-                call.listener = self.emu.spawn(call, self._listen())
+                # One listener per turn; one already waiting sees the change through listening_changed.
+                if call.listener is None or call.listener.done():
+                    call.listener = self.emu.spawn(call, self._listen())
 
     async def _play(self, kind: str, body: dict[str, Any]) -> None:
         call = self.call
@@ -181,26 +183,44 @@ class CallRunner:
         if kind.startswith("gather") and call.live:
             call.gather = body
             call.listen_pending = True
+            call.listening_changed.set()
 
     # -- the caller at an open gather or transcription --------------------------------
     async def _listen(self) -> None:
+        """The caller's next scripted response to what is listening now.
+
+        Commands sent together (a DTMF gather and a transcription for a speech-or-
+        digits turn) reach the emulator one after the other: when the caller's next
+        response needs an input that is not listening yet, they wait for it (while a
+        running DTMF gather's time-out keeps counting), whatever the real timing.
+        """
         call = self.call
-        loop = asyncio.get_running_loop()
-        # Commands sent together (a prompt, a gather, a transcription) all land before the caller reacts.
-        while loop.time() - call.last_command_at < QUIET_S:
-            await asyncio.sleep(QUIET_S)
+        gather = call.gather
+        timeout = int(gather.get("timeout_millis", 5000)) / 1000 if gather else None
+        started = self.emu.now()
+        while True:
+            if gather is None and call.gather is not None:
+                # A DTMF gather joined a running transcription: its time-out starts now.
+                gather, started = call.gather, self.emu.now()
+                timeout = int(gather.get("timeout_millis", 5000)) / 1000
+            need = _needed(call.callee)
+            if need is None or (need == "speech" and call.transcription) or (need == "dtmf" and call.gather):
+                break
+            call.listening_changed.clear()
+            left = None if timeout is None else timeout - self._elapsed(started)
+            if left is not None and left <= 0:
+                return await self._gather_ended(gather, "timeout", "")
+            if not await self._changed(left):
+                return await self._gather_ended(gather, "timeout", "")
+            if call.gather is not gather and call.gather is not None:
+                return                       # a new gather took over; its own listener answers it
         inputs = " ".join(x for x, on in (("speech", call.transcription), ("dtmf", call.gather)) if on)
         if not inputs:
             return
-        try:
-            response = call.callee.at_gather(inputs)
-        except ScriptError as exc:
-            call.log.append(LogEntry(self.emu.now(), "error", str(exc)))
-            response = Response("silence")
-        gather = call.gather
-        timeout = int(gather.get("timeout_millis", 5000)) / 1000 if gather else None
-        if timeout is not None and (response.kind == "silence" or response.wait >= timeout):
-            await self.emu.sleep(timeout)
+        response = call.callee.at_gather(inputs)
+        left = None if timeout is None else timeout - self._elapsed(started)
+        if left is not None and (response.kind == "silence" or response.wait >= left):
+            await self.emu.sleep(max(0.0, left))
             return await self._gather_ended(gather, "timeout", "")
         await self.emu.sleep(response.wait)
         if not call.live:
@@ -218,6 +238,23 @@ class CallRunner:
                 await self.emu.emit(call, "call.dtmf.received", digit=digit)
             if gather is not None:
                 await self._gather_ended(gather, "valid", _collect(gather, response.value))
+
+    def _elapsed(self, since: float) -> float:
+        """Emulated seconds since ``since`` (clock time runs ``time_scale`` times faster)."""
+        return (self.emu.now() - since) / self.emu.time_scale
+
+    async def _changed(self, seconds: float | None) -> bool:
+        """Wait until what listens changes (True) or ``seconds`` of emulated time pass (False)."""
+        change = asyncio.ensure_future(self.call.listening_changed.wait())
+        waits: set[asyncio.Future[Any]] = {change}
+        if seconds is not None:
+            waits.add(asyncio.ensure_future(self.emu.sleep(seconds)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return change.done() and not change.cancelled()
 
     async def _gather_ended(self, gather: dict[str, Any] | None, status: str, digits: str) -> None:
         call = self.call
@@ -253,6 +290,14 @@ class CallRunner:
 
     def _far_side(self) -> str:
         return "callee" if self.call.direction == "outgoing" else "caller"
+
+
+def _needed(callee: Callee) -> str | None:
+    """The input the caller's next response needs (None: silence, hang-up, or no script left)."""
+    for kind, _ in callee.steps:
+        if kind != "wait":
+            return NEEDS.get(kind)
+    return None
 
 
 def _collect(gather: dict[str, Any], pressed: str) -> str:

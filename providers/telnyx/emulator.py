@@ -271,7 +271,6 @@ class TelnyxEmulator:
         if isinstance(command_id, str):
             call.command_ids.add(command_id)
         call.log.append(LogEntry(self.now(), "command", {"name": name, "body": body}))
-        call.last_command_at = asyncio.get_running_loop().time()
         self._run(call, name, body)
         return self._reply(200, {"data": {"result": "ok"}})
 
@@ -298,6 +297,7 @@ class TelnyxEmulator:
         elif name == "transcription_start":
             call.transcription = body.get("client_state") or call.client_state or ""
             call.listen_pending = True
+            call.listening_changed.set()
             call.wake.set()
         elif name == "transcription_stop":
             call.transcription = None

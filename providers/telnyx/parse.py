@@ -158,7 +158,12 @@ def _initiated(payload: Mapping[str, Any], base: dict[str, Any]) -> Event:
 
 def _hangup(payload: Mapping[str, Any], base: dict[str, Any]) -> Event:
     cause = str(payload.get("hangup_cause") or "unspecified")
-    data: dict[str, Any] = {"reason": HANGUP_CAUSES.get(cause, UNKNOWN_CAUSE), "cause": cause}
+    reason = HANGUP_CAUSES.get(cause, UNKNOWN_CAUSE)
+    if cause == "originator_cancel" and base["call_id"] is None:
+        # We never touched the call (no client_state of ours): the caller of an inbound
+        # call gave up ringing. Ours (an outbound dial, an answered call) always carry one.
+        reason = "hangup-user"
+    data: dict[str, Any] = {"reason": reason, "cause": cause}
     for field, name in (("hangup_source", "source"), ("sip_hangup_cause", "sipCode")):
         value = payload.get(field)
         if isinstance(value, str) and value and value != "unspecified":

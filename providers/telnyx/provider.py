@@ -119,7 +119,15 @@ class TelnyxProvider:
         else:
             await self._stop_listening(ccid, call.call_id)
         for command in commands:
-            await self.rest.command(ccid, command.name, command.body)
+            try:
+                await self.rest.command(ccid, command.name, command.body)
+            except ProviderError as exc:
+                if _already_ended(exc):
+                    # The caller hung up while we were sending: call.hangup is on its way.
+                    log.info("call %s: %s not sent, the call has already ended", call.call_id, command.name)
+                    self._listening.pop(ccid, None)
+                    return
+                raise
             if command.name == "transcription_start":
                 self._listening.setdefault(ccid, set()).add("transcription")
             elif command.name.startswith("gather"):
@@ -151,8 +159,7 @@ class TelnyxProvider:
         try:
             await self.rest.command(ccid, "hangup", cmd.render_body("hangup", client_state=encode_state(call.call_id)))
         except ProviderError as exc:
-            if exc.status == 404 or (exc.status == 422 and (exc.carrier_code == CALL_ENDED_CODE
-                                                            or "ended" in str(exc).lower())):
+            if exc.status == 404 or _already_ended(exc):
                 log.info("Telnyx call %s is already gone: nothing to hang up", ccid)
                 return False
             raise
@@ -167,6 +174,11 @@ def _ccid(call: CallRef) -> str:
     if not call.provider_call_id:
         raise ProviderError(f"call {call.call_id} has no Telnyx call_control_id yet", provider="telnyx")
     return call.provider_call_id
+
+
+def _already_ended(exc: ProviderError) -> bool:
+    """422 "Call has already ended" (90018): Telnyx no longer runs commands on the call."""
+    return exc.status == 422 and (exc.carrier_code == CALL_ENDED_CODE or "already ended" in str(exc).lower())
 
 
 def _clamp(what: str, value: int, low: int, high: int) -> int:

@@ -89,7 +89,7 @@ async def test_inbound_call_never_answered_rings_until_the_caller_gives_up(
     ccid = await emulator.dial_in("+15550003000", "+15550001000", webhook.url)
     await webhook.next("call.initiated")
     ended = await webhook.next("call.ended", timeout=10)
-    assert ended.data["cause"] == "originator_cancel"
+    assert (ended.data["cause"], ended.data["reason"]) == ("originator_cancel", "hangup-user")
     await emulator.wait_ended(ccid)
 
 

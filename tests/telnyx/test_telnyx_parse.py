@@ -107,6 +107,12 @@ def test_hangup_causes(cause: str, reason: str) -> None:
     assert event.data["reason"] == reason and "sipCode" not in event.data
 
 
+def test_a_cancel_on_a_call_we_never_touched_is_the_callers() -> None:
+    (ours,) = parse(request(body("call.hangup", state=LIFE, hangup_cause="originator_cancel"), {}))
+    (theirs,) = parse(request(body("call.hangup", hangup_cause="originator_cancel", hangup_source="caller"), {}))
+    assert (ours.data["reason"], theirs.data["reason"]) == ("hangup-bot", "hangup-user")
+
+
 def test_event_key_is_the_telnyx_event_id() -> None:
     (event,) = parse(request(body("call.answered", state=LIFE, event_id="0ccc7b54"), {}))
     assert event.key == "telnyx:0ccc7b54"
