@@ -12,7 +12,7 @@ Users test their own flows the way our suite does::
 A scenario file (see docs/ARCHITECTURE.md, "Scenario files")::
 
     flow: notify                   # a flow name or a path (relative to the scenario file)
-    provider: mock                 # mock (default) or twilio (its local emulator)
+    provider: mock                 # mock (default), or twilio / plivo / telnyx (their local emulators)
     call: {direction: outbound, to: "+15550001111", message: "Hi", vars: {}}
     config: {inboundPolicy: open}  # settings overrides for this run
     callee: [{answer: {after: 1}}, {say: "yes"}, hangup]
@@ -38,6 +38,7 @@ SCENARIO_KEYS = frozenset({"flow", "provider", "call", "config", "callee", "rpc"
 CALL_KEYS = frozenset({"direction", "to", "from", "message", "mode", "vars", "dtmfSequence"})
 RPC_VERBS = ("speak", "continue", "dtmf", "end")
 TEST_TWILIO = {"accountSid": "AC" + "0" * 32, "authToken": "0123456789abcdef0123456789abcdef"}
+TEST_PLIVO = {"authId": "MAZDQ1ZWE4NTK3MTQ0ZW", "authToken": "MzY4ZjQ3YjE4ZWI5NjY1ZjM4YzM3ZmI4NjE4ZDUx"}
 
 
 class ScenarioError(VoiceCallError):
@@ -136,8 +137,8 @@ class Harness:
         from .clock import ScaledClock
         from .config import default_settings
 
-        if provider not in ("mock", "twilio"):
-            raise ScenarioError(f"provider {provider!r} cannot be simulated (mock, twilio)")
+        if provider != "mock" and provider not in EMULATORS:
+            raise ScenarioError(f"provider {provider!r} cannot be simulated ({', '.join(['mock', *EMULATORS])})")
         self.provider = provider
         self.clock = ScaledClock(scale)
         self._tmp = tempfile.TemporaryDirectory(prefix="voicecall-sim-")
@@ -153,9 +154,9 @@ class Harness:
         from .runtime import VoiceCallRuntime
 
         options: dict[str, Any] = {}
-        if self.provider == "twilio":
-            self.emulator, twilio = await _start_twilio(self.clock, self.chaos)
-            self.overrides.update(provider="twilio", twilio=twilio, fromNumber="+15005550006")
+        if self.provider in EMULATORS:
+            self.emulator, overrides = await EMULATORS[self.provider](self.clock, self.chaos)
+            self.overrides.update(provider=self.provider, **overrides)
         else:
             from voicecall.providers.mock import MockCarrier
 
@@ -215,12 +216,24 @@ def _resolve_flow(sc: Scenario) -> tuple[str, list[str]]:
     return sc.flow, []
 
 
-async def _start_twilio(clock: Any, chaos: Any) -> tuple[Any, dict[str, str]]:
+async def _start_twilio(clock: Any, chaos: Any) -> tuple[Any, dict[str, Any]]:
     from voicecall.providers.twilio import TwilioEmulator
 
     emulator = TwilioEmulator(TEST_TWILIO["accountSid"], TEST_TWILIO["authToken"], clock=clock, chaos=chaos)
     base_url = await emulator.start()
-    return emulator, {**TEST_TWILIO, "apiBaseUrl": base_url}
+    return emulator, {"twilio": {**TEST_TWILIO, "apiBaseUrl": base_url}, "fromNumber": "+15005550006"}
+
+
+async def _start_plivo(clock: Any, chaos: Any) -> tuple[Any, dict[str, Any]]:
+    from voicecall.providers.plivo import PlivoEmulator
+
+    emulator = PlivoEmulator(TEST_PLIVO["authId"], TEST_PLIVO["authToken"], clock=clock, chaos=chaos)
+    base_url = await emulator.start()
+    return emulator, {"plivo": {**TEST_PLIVO, "apiBaseUrl": base_url}, "fromNumber": "+15550000000"}
+
+
+# Local emulators of real carriers, by provider name: (emulator, settings overrides).
+EMULATORS = {"twilio": _start_twilio, "plivo": _start_plivo}
 
 
 async def _place(runtime: Any, carrier: Any, sc: Scenario, flow: str, callee: Any) -> tuple[str, str | None]:
@@ -295,7 +308,8 @@ def _result(record: Any, events: list[dict[str, Any]], log: list[Any], started: 
         if kind == "document":
             documents.append(normalise(detail, runtime))
             timeline.append((entry.at - started, "carrier",
-                             f"document ({detail.get('source')}): {describe(detail.get('commands'))}"))
+                             f"document ({detail.get('source')}): "
+                             f"{normalise(describe(detail.get('commands')), runtime)}"))
         elif kind in ("heard", "said", "pressed", "dtmf", "played", "ended", "error", "time-limit"):
             who = "callee" if kind in ("said", "pressed") else "carrier"
             timeline.append((entry.at - started, who, f"{kind} {detail!r}"))
