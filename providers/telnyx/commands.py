@@ -47,10 +47,12 @@ REJECT_CAUSES: Mapping[str, str] = {"busy": "USER_BUSY"}
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One Call Control action: ``POST /v2/calls/{id}/actions/{name}`` with ``body``."""
+    """One Call Control action: ``POST /v2/calls/{id}/actions/{name}`` with ``body``.
+    ``then_wait``: the next command waits until this one's playback ended (a prompt)."""
 
     name: str
     body: Mapping[str, Any]
+    then_wait: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"command": self.name, "body": dict(self.body)}
@@ -151,41 +153,42 @@ def _gather(p: Mapping[str, Any], call_id: str, voice: str | None) -> list[Comma
             raise RenderError(f"a gather prompt holds say, play or pause, not {s.kind!r}")
     state = encode_state(call_id, token, KIND_GATHER)
     commands: list[Command] = []
-    if "dtmf" in inputs:
-        timeout_s = _int(p.get("timeout", DEFAULT_GATHER_TIMEOUT_S), "gather timeout")
-        num = p.get("numDigits")
-        digits = {
-            "minimum_digits": 1,
-            "maximum_digits": min(MAX_DIGITS, _int(num, "gather numDigits")) if num not in (None, "") else MAX_DIGITS,
-            "timeout_millis": max(1, timeout_s) * 1000,
-            "terminating_digit": str(p.get("finishOnKey") or "#"),
-            "valid_digits": VALID_DIGITS,
-            "client_state": state,
-        }
+    timeout_s = _int(p.get("timeout", DEFAULT_GATHER_TIMEOUT_S), "gather timeout")
+    num = p.get("numDigits")
+    digits = {
+        "minimum_digits": 1,
+        "maximum_digits": min(MAX_DIGITS, _int(num, "gather numDigits")) if num not in (None, "") else MAX_DIGITS,
+        "timeout_millis": max(1, timeout_s) * 1000,
+        "terminating_digit": str(p.get("finishOnKey") or "#"),
+        "valid_digits": VALID_DIGITS,
+        "client_state": state,
+    }
+    if inputs == {"dtmf"}:
         says = [s for s in prompt if s.kind == "say"]
         if prompt and len(says) == len(prompt):
-            # One spoken prompt: Telnyx speaks it and listens in one command.
+            # One spoken prompt: Telnyx speaks it, then its digit time-out starts.
             text = " ".join(_text(s.params.get("text"), "say") for s in says)
             first = says[0].params
-            commands.append(Command("gather_using_speak", render_body(
+            return [Command("gather_using_speak", render_body(
                 "gather_using_speak", text=text, voice=native_voice(first.get("voice"), voice),
-                language=str(first.get("language") or p.get("language") or DEFAULT_LANGUAGE), **digits)))
-        elif len(prompt) == 1:
-            commands.append(Command("gather_using_audio", render_body(
-                "gather_using_audio", url=_text(prompt[0].params.get("url"), "play"), **digits)))
-        elif prompt:
+                language=str(first.get("language") or p.get("language") or DEFAULT_LANGUAGE), **digits))]
+        if len(prompt) == 1:
+            return [Command("gather_using_audio", render_body(
+                "gather_using_audio", url=_text(prompt[0].params.get("url"), "play"), **digits))]
+        if prompt:
             raise RenderError("a Telnyx DTMF gather prompts with say steps or one play, not a mix")
-        else:
-            commands.append(Command("gather", render_body("gather", **digits)))
-    if "speech" in inputs:
-        if "dtmf" not in inputs:
-            # Speech gathers have no prompt of their own on Telnyx: speak it, then transcribe.
-            for s in prompt:
-                commands.append(_speak(s.params, call_id, token, KIND_PROMPT, voice) if s.kind == "say"
-                                else _play(s.params, call_id, token, KIND_PROMPT))
-        language = str(p.get("language") or DEFAULT_LANGUAGE).split("-")[0]
-        commands.append(Command("transcription_start", render_body(
-            "transcription_start", language=language, client_state=state)))
+        return [Command("gather", render_body("gather", **digits))]
+    # Speech (or speech and digits): Telnyx transcribes from the moment it is told to,
+    # so the prompt is spoken first and listening starts when it has ended.
+    for index, s in enumerate(prompt):
+        command = (_speak(s.params, call_id, token, KIND_PROMPT, voice) if s.kind == "say"
+                   else _play(s.params, call_id, token, KIND_PROMPT))
+        commands.append(Command(command.name, command.body, then_wait=index == len(prompt) - 1))
+    if "dtmf" in inputs:
+        commands.append(Command("gather", render_body("gather", **digits)))
+    language = str(p.get("language") or DEFAULT_LANGUAGE).split("-")[0]
+    commands.append(Command("transcription_start", render_body(
+        "transcription_start", language=language, client_state=state)))
     return commands
 
 

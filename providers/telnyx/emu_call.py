@@ -158,7 +158,9 @@ class CallRunner:
     async def _play(self, kind: str, body: dict[str, Any]) -> None:
         call = self.call
         state = body.get("client_state") or call.client_state
-        if kind in ("speak", "gather_using_speak"):
+        if kind == "gather":
+            pass                             # no prompt: listening starts at once
+        elif kind in ("speak", "gather_using_speak"):
             text = str(body.get("payload", ""))
             call.log.append(LogEntry(self.emu.now(), "heard", text))
             duration = max(1, len(text.split())) * SECONDS_PER_WORD

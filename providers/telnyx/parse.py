@@ -128,10 +128,12 @@ def parse(req: WebhookRequest) -> list[Event]:
     if event_type == "call.hangup":
         return [_hangup(payload, base)]
     if event_type in ("call.speak.ended", "call.playback.ended"):
-        # A gather's spoken prompt ends nothing the engine waits for.
-        if kind != KIND_PLAYBACK or not tag:
+        if kind not in (KIND_PLAYBACK, KIND_PROMPT) or not tag:
             return []
-        return [Event("playback.done", {"status": str(payload.get("status") or "completed")}, token=tag, **base)]
+        data: dict[str, Any] = {"status": str(payload.get("status") or "completed")}
+        if kind == KIND_PROMPT:
+            data["prompt"] = True        # a gather's prompt: ``token`` is the turn token
+        return [Event("playback.done", data, token=tag, **base)]
     if event_type == "call.gather.ended":
         return _gather(payload, base, tag if kind == KIND_GATHER else None)
     if event_type == "call.transcription":

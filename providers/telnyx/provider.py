@@ -32,6 +32,8 @@ log = logging.getLogger("voicecall.providers.telnyx")
 RING_TIMEOUT_RANGE = (5, 600)        # dial timeout_secs
 TIME_LIMIT_RANGE = (30, 14400)       # dial time_limit_secs (default 14400: four hours)
 JSON = "application/json"
+PROMPT_SLACK_S = 10.0                # beyond ~1 s a word, before a gather stops waiting for its prompt
+PLAYBACK_LIMIT_S = 120.0             # an audio prompt's length is unknown
 
 
 class TelnyxProvider:
@@ -56,6 +58,8 @@ class TelnyxProvider:
                                timeout_s=timeout_s, sleep=self._clock.sleep)
         # call_control_id → what is still listening there ("transcription", "gather").
         self._listening: dict[str, set[str]] = {}
+        # (call_control_id, turn token) → set when that gather's prompt has finished playing.
+        self._prompts: dict[tuple[str, str], asyncio.Event] = {}
 
     # -- webhooks (pure) ---------------------------------------------------
 
@@ -63,7 +67,15 @@ class TelnyxProvider:
         return signature.verify(self._public_key, req, self._clock.now())
 
     def parse(self, req: WebhookRequest) -> list[Event]:
-        return parse_mod.parse(req)
+        """Neutral events. The end of a gather's prompt is the provider's own business
+        (``execute`` starts listening then): it wakes that wait and goes no further."""
+        events = parse_mod.parse(req)
+        for event in events:
+            if event.type == "playback.done" and event.data.get("prompt"):
+                waiter = self._prompts.get((event.provider_call_id or "", event.token or ""))
+                if waiter is not None:
+                    waiter.set()
+        return [e for e in events if not (e.type == "playback.done" and e.data.get("prompt"))]
 
     def render(self, program: Program, urls: CallUrls) -> Reply:
         """The commands ``program`` would issue, as JSON (snapshots; Telnyx never fetches documents).
@@ -118,9 +130,13 @@ class TelnyxProvider:
             self._listening.pop(ccid, None)
         else:
             await self._stop_listening(ccid, call.call_id)
+        token = str(step.params.get("token") or "")
         for command in commands:
+            waiter = self._prompts.setdefault((ccid, token), asyncio.Event()) if command.then_wait else None
             try:
                 await self.rest.command(ccid, command.name, command.body)
+                if waiter is not None:
+                    await self._prompt_end(waiter, command, call.call_id)
             except ProviderError as exc:
                 if _already_ended(exc):
                     # The caller hung up while we were sending: call.hangup is on its way.
@@ -128,10 +144,28 @@ class TelnyxProvider:
                     self._listening.pop(ccid, None)
                     return
                 raise
+            finally:
+                if waiter is not None:
+                    self._prompts.pop((ccid, token), None)
             if command.name == "transcription_start":
                 self._listening.setdefault(ccid, set()).add("transcription")
             elif command.name.startswith("gather"):
                 self._listening.setdefault(ccid, set()).add("gather")
+
+    async def _prompt_end(self, waiter: asyncio.Event, command: cmd.Command, call_id: str) -> None:
+        """Wait for the prompt's ``call.speak.ended``/``call.playback.ended`` — at most
+        about as long as it can take — so the gather's time-out starts after it."""
+        words = len(str(command.body.get("payload", "")).split())
+        limit = PROMPT_SLACK_S + (words * 1.0 if command.name == "speak" else PLAYBACK_LIMIT_S)
+        ended = asyncio.ensure_future(waiter.wait())
+        timer = asyncio.ensure_future(self._clock.sleep(limit))
+        try:
+            await asyncio.wait({ended, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            timer.cancel()
+        if not waiter.is_set():
+            log.warning("call %s: no end of the gather prompt within %.0f s; listening anyway", call_id, limit)
 
     async def _stop_listening(self, ccid: str, call_id: str) -> None:
         """Stop what the last gather left running. Telnyx may already have stopped it

@@ -58,8 +58,9 @@ def bodies(step: Step, voice: str | None = None) -> list[tuple[str, dict[str, An
                                "transcription_tracks": "inbound", "client_state": TURN_STATE})]),
     (Step("gather", {"input": "speech dtmf", "token": "T", "timeout": 5, "numDigits": 1,
                      "prompt": (Step("say", {"text": "Say or press one"}),)}),
-     [("gather_using_speak", {"payload": "Say or press one", "payload_type": "text", "voice": VOICE,
-                              "language": "en-US", "maximum_digits": 1, "timeout_millis": 5000, **DIGITS}),
+     [("speak", {"payload": "Say or press one", "payload_type": "text", "voice": VOICE, "language": "en-US",
+                 "client_state": PROMPT_STATE}),
+      ("gather", {"maximum_digits": 1, "timeout_millis": 5000, **DIGITS}),
       ("transcription_start", {"transcription_engine": "Google", "transcription_engine_config": {"language": "en"},
                                "transcription_tracks": "inbound", "client_state": TURN_STATE})]),
     (Step("dtmf", {"digits": "12w#"}),
@@ -71,6 +72,16 @@ def bodies(step: Step, voice: str | None = None) -> list[tuple[str, dict[str, An
 ])
 def test_step_bodies(step: Step, expected: list[Any]) -> None:
     assert bodies(step) == expected
+
+
+def test_speech_gathers_listen_once_the_last_prompt_item_ended() -> None:
+    step = Step("gather", {"input": "speech", "token": "T", "prompt": (
+        Step("say", {"text": "One"}), Step("play", {"url": "https://x/a.mp3"}))})
+    commands = step_commands(step, "c1", "tag")
+    assert [(c.name, c.then_wait) for c in commands] == [
+        ("speak", False), ("playback_start", True), ("transcription_start", False)]
+    assert all(not c.then_wait for c in step_commands(Step("gather", {"input": "dtmf", "token": "T", "prompt": (
+        Step("say", {"text": "One"}),)}), "c1", "tag"))
 
 
 def test_dial_body() -> None:

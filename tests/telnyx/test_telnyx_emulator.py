@@ -80,6 +80,9 @@ async def test_inbound_call_answered_then_speech(emulator: TelnyxEmulator, provi
     assert (await webhook.next("call.ended")).data["reason"] == "completed"
     names = [e.detail["name"] for e in emulator.log(ccid) if e.kind == "command"]
     assert names == ["answer", "speak", "transcription_start", "transcription_stop", "speak", "hangup"]
+    # The prompt's end only started the transcription: the engine saw one playback.done, for "Sure".
+    log = [e.kind for e in emulator.log(ccid) if e.kind in ("heard", "command")]
+    assert log[:4] == ["command", "command", "heard", "command"]
     assert emulator.calls[ccid].heard == ["How can I help?", "Sure"]
     assert webhook.bad_signatures == 0
 
