@@ -86,7 +86,7 @@ def decode_state(raw: Any) -> dict[str, str]:
         value = json.loads(base64.b64decode(raw, validate=True))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return {}
-    if not isinstance(value, dict) or not isinstance(value.get("c"), str):
+    if not isinstance(value, dict) or not isinstance(value.get("c"), str) or not value["c"]:
         return {}
     return {k: v for k, v in value.items() if k in ("c", "k", "t") and isinstance(v, str)}
 

@@ -60,6 +60,7 @@ class TelnyxProvider:
         self._listening: dict[str, set[str]] = {}
         # (call_control_id, turn token) → set when that gather's prompt has finished playing.
         self._prompts: dict[tuple[str, str], asyncio.Event] = {}
+        self._turns: dict[str, int] = {}   # call_control_id → steps executed (newest wins)
 
     # -- webhooks (pure) ---------------------------------------------------
 
@@ -75,6 +76,8 @@ class TelnyxProvider:
                 waiter = self._prompts.get((event.provider_call_id or "", event.token or ""))
                 if waiter is not None:
                     waiter.set()
+            elif event.type == "call.ended":
+                self._forget(event.provider_call_id or "")
         return [e for e in events if not (e.type == "playback.done" and e.data.get("prompt"))]
 
     def render(self, program: Program, urls: CallUrls) -> Reply:
@@ -126,12 +129,18 @@ class TelnyxProvider:
             commands = cmd.step_commands(step, call.call_id, tag, self._voice)
         except RenderError as exc:
             raise ProviderError(f"call {call.call_id}: {exc}", provider="telnyx") from None
+        # Steps of a call run one after another; a newer program may start one while an
+        # older gather still waits for its prompt. That older gather then stays silent.
+        turn = self._turns[ccid] = self._turns.get(ccid, 0) + 1
         if step.kind in ("hangup", "reject"):
-            self._listening.pop(ccid, None)
+            self._forget(ccid)
         else:
             await self._stop_listening(ccid, call.call_id)
         token = str(step.params.get("token") or "")
         for command in commands:
+            if self._turns.get(ccid, turn) != turn:
+                log.info("call %s: a newer step replaced this gather before it listened", call.call_id)
+                return
             waiter = self._prompts.setdefault((ccid, token), asyncio.Event()) if command.then_wait else None
             try:
                 await self.rest.command(ccid, command.name, command.body)
@@ -167,6 +176,14 @@ class TelnyxProvider:
         if not waiter.is_set():
             log.warning("call %s: no end of the gather prompt within %.0f s; listening anyway", call_id, limit)
 
+    def _forget(self, ccid: str) -> None:
+        """The call is ending: nothing listens any more, and no prompt wait holds a step."""
+        self._listening.pop(ccid, None)
+        self._turns.pop(ccid, None)
+        for (waiting_ccid, _), waiter in list(self._prompts.items()):
+            if waiting_ccid == ccid:
+                waiter.set()
+
     async def _stop_listening(self, ccid: str, call_id: str) -> None:
         """Stop what the last gather left running. Telnyx may already have stopped it
         (a gather ends on its own): a refusal then is harmless."""
@@ -189,7 +206,7 @@ class TelnyxProvider:
         if not call.provider_call_id:
             return False
         ccid = call.provider_call_id
-        self._listening.pop(ccid, None)
+        self._forget(ccid)
         try:
             await self.rest.command(ccid, "hangup", cmd.render_body("hangup", client_state=encode_state(call.call_id)))
         except ProviderError as exc:

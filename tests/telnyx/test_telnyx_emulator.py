@@ -178,3 +178,36 @@ async def test_chaos_holds_events_past_the_hangup(provider: TelnyxProvider, webh
     # Everything was held back and arrives after the final event, still in its own order.
     assert types[:4] == ["call.hangup", "call.initiated", "call.answered", "call.speak.started"]
     assert len({b["data"]["id"] for b in webhook.bodies}) == len(types)
+
+
+async def _speech_gather_in_flight(emulator: TelnyxEmulator, provider: TelnyxProvider,
+                                   webhook: FakeWebhook) -> tuple[CallRef, CallUrls, asyncio.Task[None]]:
+    emulator.set_callee("+15550002000", Callee.from_script([{"answer": {"after": 1}}, {"say": "too late"}]))
+    ccid = await _place(provider, webhook)
+    await webhook.next("call.answered")
+    ref, urls = CallRef("call-1", ccid), CallUrls(webhook.url, "call-1")
+    prompt = " ".join(["word"] * 30)
+    gather = Step("gather", {"input": "speech", "token": "old", "prompt": (Step("say", {"text": prompt}),)})
+    task = asyncio.create_task(provider.execute(ref, gather, urls, "g"))
+    while not emulator.calls[ccid].heard:
+        await asyncio.sleep(0.005)
+    return ref, urls, task
+
+
+async def test_a_newer_step_silences_a_gather_still_waiting_for_its_prompt(
+        emulator: TelnyxEmulator, provider: TelnyxProvider, webhook: FakeWebhook) -> None:
+    ref, urls, task = await _speech_gather_in_flight(emulator, provider, webhook)
+    await provider.execute(ref, Step("say", {"text": "One moment"}), urls, "s")
+    await task
+    assert (await webhook.next("playback.done")).token == "s"
+    names = [e.detail["name"] for e in emulator.log(ref.provider_call_id or "") if e.kind == "command"]
+    assert names == ["dial", "speak", "speak"]          # never transcription_start for the old turn
+
+
+async def test_hanging_up_releases_a_gather_waiting_for_its_prompt(
+        emulator: TelnyxEmulator, provider: TelnyxProvider, webhook: FakeWebhook) -> None:
+    ref, _, task = await _speech_gather_in_flight(emulator, provider, webhook)
+    assert await provider.hangup(ref) is True
+    await asyncio.wait_for(task, 5)
+    names = [e.detail["name"] for e in emulator.log(ref.provider_call_id or "") if e.kind == "command"]
+    assert "transcription_start" not in names and names[-1] == "hangup"
