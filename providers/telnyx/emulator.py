@@ -7,6 +7,15 @@ Faithful, not friendly (DESIGN §8): Bearer auth, errors in Telnyx's shape
 ended, ``command_id`` deduplication, every event signed with a key pair the
 emulator generates (settings ``telnyx.publicKey`` = ``public_key_b64``), and
 events possibly delivered twice or out of order (seeded ``chaos``).
+
+Running a runtime against it (what a harness does)::
+
+    emulator = TelnyxEmulator("KEY", clock=clock, chaos=chaos)   # the runtime's clock
+    await emulator.start()
+    settings = settings.replace(provider="telnyx", fromNumber="+15550001000",
+                                telnyx=emulator.settings())       # apiKey connectionId publicKey apiBaseUrl
+    runtime = VoiceCallRuntime(settings, clock=clock)
+    emulator.set_callee(to, callee)             # outbound; inbound: dial_in(from, to, runtime.public_url, callee)
 """
 
 from __future__ import annotations
@@ -99,6 +108,13 @@ class TelnyxEmulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def settings(self, connection_id: str = "emulator-connection") -> dict[str, str]:
+        """The ``telnyx`` settings block that points a runtime at this emulator (after ``start``)."""
+        if not self.base_url:
+            raise RuntimeError("TelnyxEmulator.start() was not called")
+        return {"apiKey": self._api_key, "connectionId": connection_id, "publicKey": self.public_key_b64,
+                "apiBaseUrl": self.base_url}
 
     def set_callee(self, to: str, callee: Callee, *, answered_by: str = "human") -> None:
         """Who answers calls to ``to`` (each call gets a copy); ``answered_by`` is the AMD result."""

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from telnyx_support import make_settings
+from telnyx_support import make_settings, request
 
 from voicecall.engine.errors import RenderError
 from voicecall.engine.program import Program, Step
@@ -133,4 +133,4 @@ def test_render_lists_the_commands_a_program_issues(tmp_path: Any) -> None:
     listed = json.loads(reply.body)
     assert [item.get("command", item.get("wait")) for item in listed] == ["speak", 2, "hangup"]
     assert listed[0]["body"]["client_state"] == encode_state("c1", "step0", KIND_PLAYBACK)
-    assert provider.ack(None).body == b"{}"  # type: ignore[arg-type]
+    assert provider.ack(request(b"{}", {})).body == b"{}"

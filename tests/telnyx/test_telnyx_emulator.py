@@ -98,7 +98,7 @@ async def test_inbound_call_never_answered_rings_until_the_caller_gives_up(
 
 async def _place(provider: TelnyxProvider, webhook: FakeWebhook, **extra: object) -> str:
     return await provider.place(PlaceRequest("call-1", "", "+15550002000", CallUrls(webhook.url, "call-1"),
-                                             **extra))  # type: ignore[arg-type]
+                                             **extra))
 
 
 @pytest.mark.parametrize("script, reason, cause", [
@@ -109,7 +109,7 @@ async def _place(provider: TelnyxProvider, webhook: FakeWebhook, **extra: object
 ])
 async def test_ring_outcomes(emulator: TelnyxEmulator, provider: TelnyxProvider, webhook: FakeWebhook,
                              script: list[object], reason: str, cause: str) -> None:
-    emulator.set_callee("+15550002000", Callee.from_script(script))  # type: ignore[arg-type]
+    emulator.set_callee("+15550002000", Callee.from_script(script))
     ccid = await _place(provider, webhook)
     ended = await webhook.next("call.ended", "call.answered")
     assert (ended.type, ended.data["reason"], ended.data["cause"]) == ("call.ended", reason, cause)

@@ -31,9 +31,8 @@ class TelnyxHarness(Harness):
     async def __aenter__(self) -> TelnyxHarness:
         self.emulator = TelnyxEmulator(API_KEY, clock=self.clock, chaos=self.chaos)
         base_url = await self.emulator.start()
-        self.overrides.update(provider="telnyx", fromNumber=FROM, telnyx={
-            "apiKey": API_KEY, "connectionId": CONNECTION_ID, "publicKey": self.emulator.public_key_b64,
-            "apiBaseUrl": base_url})
+        assert base_url == self.emulator.settings()["apiBaseUrl"]
+        self.overrides.update(provider="telnyx", fromNumber=FROM, telnyx=self.emulator.settings(CONNECTION_ID))
         self.runtime = VoiceCallRuntime(self.base.replace(**self.overrides), clock=self.clock)
         try:
             await self.runtime.start()
