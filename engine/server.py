@@ -14,7 +14,16 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from .errors import SignatureError, VoiceCallError
-from .security import InFlightLimiter, Rejection, ReplayCache, SecurityPolicy, check_preflight, read_body, signed_url
+from .security import (
+    InFlightLimiter,
+    Rejection,
+    ReplayCache,
+    SecurityPolicy,
+    StoredKeys,
+    check_preflight,
+    read_body,
+    signed_url,
+)
 from .security import replay_key as make_replay_key
 
 if TYPE_CHECKING:
@@ -29,10 +38,14 @@ class WebhookServer:
         self.policy = SecurityPolicy.from_settings(runtime.settings)
         self.limiter = InFlightLimiter(self.policy.max_in_flight_per_ip)
         self.replays = ReplayCache(clock=runtime.clock.now)
+        # Which keys the store may hold: a fresh request skips the store read.
+        self.stored = StoredKeys()
         self.counters: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
+        # Before listening: every key of an earlier run must be known to the filter.
+        await self.runtime.store.replay_keys(self.stored.add)
         app = web.Application(client_max_size=self.policy.max_body)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
@@ -97,7 +110,7 @@ class WebhookServer:
                 key = make_replay_key(provider.name, provider.verify(req))
             except SignatureError as exc:
                 raise Rejection.bad_signature(exc, peer) from None
-        fresh = self.replays.check_and_add(key) and not await self.runtime.store.seen(key)
+        fresh = self.replays.check_and_add(key) and not await self._stored(key)
         try:
             reply = await self.runtime.handle_webhook(req, key if fresh else None)
         except Rejection:
@@ -109,6 +122,15 @@ class WebhookServer:
         self._count("ok" if fresh else "replay")
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0],
                             charset="utf-8" if reply.body else None)
+
+    async def _stored(self, key: str) -> bool:
+        """Whether the store already holds ``key`` (a replay from before a restart,
+        or one the in-memory cache forgot); asks the store only when the filter
+        cannot rule it out."""
+        if key not in self.stored:
+            self.stored.add(key)
+            return False
+        return await self.runtime.store.seen(key)
 
     def _reject(self, exc: Rejection) -> web.Response:
         log.warning("webhook rejected (%s): %s", exc.reason, exc.log_message)

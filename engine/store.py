@@ -312,6 +312,19 @@ class Store:
         return await self._read(lambda c: c.execute(
             "SELECT 1 FROM replay WHERE key=?", (replay_key,)).fetchone() is not None)
 
+    async def replay_keys(self, sink: Callable[[str], None]) -> int:
+        """Feed every stored replay key to ``sink`` on the reader thread (no list of
+        millions of keys in memory); returns how many. ``sink`` must be thread-safe
+        or unused elsewhere until this returns."""
+        def feed(conn: sqlite3.Connection) -> int:
+            n = 0
+            for (key,) in conn.execute("SELECT key FROM replay"):
+                sink(key)
+                n += 1
+            return n
+
+        return await self._read(feed)
+
     async def get(self, call_id: str) -> CallRecord | None:
         return await self._read(lambda c: _one(c, "SELECT record FROM calls WHERE call_id=?",
                                                (call_id,)))

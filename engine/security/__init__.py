@@ -6,7 +6,8 @@ aiohttp server calls in this order before any side effect:
 2. ``read_body``: at most ``max_body`` bytes within ``body_timeout_s`` (413/408);
 3. ``signed_url`` rebuilds the URL the carrier signed, for ``provider.verify``
    (a SignatureError there becomes ``Rejection.bad_signature`` → 401);
-4. ``replay_key`` + ``ReplayCache`` (then the store) drop replays.
+4. ``replay_key`` + ``ReplayCache`` (then ``StoredKeys`` and, when it says
+   maybe, the store) drop replays.
 
 The mock carrier's HMAC signature lives here too (``sign_mock``/``verify_mock``).
 Nothing here reads the environment or the clock on its own: settings, ``now``
@@ -30,6 +31,7 @@ from voicecall.engine.security.replay import (
     MOCK_SIGNATURE_HEADERS,
     MOCK_TIMESTAMP_HEADER,
     ReplayCache,
+    StoredKeys,
     load_or_create_mock_secret,
     mock_headers,
     replay_key,
@@ -55,6 +57,7 @@ __all__ = [
     "ReplayCache",
     "SecurityPolicy",
     "SettingsLike",
+    "StoredKeys",
     "check_preflight",
     "constant_time_equals",
     "forwarding_trusted",

@@ -82,6 +82,46 @@ class ReplayCache:
         return True
 
 
+class StoredKeys:
+    """A Bloom filter over the replay keys in the store, so a fresh webhook
+    does not need a store read to prove it is not an old replay.
+
+    "Not here" is certain (a Bloom filter has no false negatives): the request
+    is fresh. "Maybe here" (every stored key, plus about 0.1% of fresh ones at
+    a million keys) sends the caller to the store, which decides. Keys are
+    added when first accepted, before their commit: a key that never reaches
+    the store only costs one store read later. Fixed size (``bits`` bits, 2 MiB
+    by default); past a few million keys the filter fills and more requests
+    fall through to the store, which stays correct, just slower.
+    """
+
+    HASHES = 7
+
+    def __init__(self, bits: int = 1 << 24):
+        if bits < 64 or bits & (bits - 1):
+            raise ValueError("bits must be a power of two, at least 64")
+        self._mask = bits - 1
+        self._bits = bytearray(bits // 8)
+        self.count = 0
+
+    def _indexes(self, key: str) -> list[int]:
+        # 7 slices of 32 bits from one SHA-256: independent enough for a filter.
+        h = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest(), "big")
+        return [(h >> (32 * i)) & self._mask for i in range(self.HASHES)]
+
+    def add(self, key: str) -> None:
+        bits = self._bits
+        for i in self._indexes(key):
+            bits[i >> 3] |= 1 << (i & 7)
+        self.count += 1
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        bits = self._bits
+        return all(bits[i >> 3] & (1 << (i & 7)) for i in self._indexes(key))
+
+
 # ------------------------------------------------------ mock carrier signature
 
 MOCK_SECRET_FILE = "mock.secret"
