@@ -224,6 +224,14 @@ async def _start_twilio(clock: Any, chaos: Any) -> tuple[Any, dict[str, Any]]:
     return emulator, {"twilio": {**TEST_TWILIO, "apiBaseUrl": base_url}, "fromNumber": "+15005550006"}
 
 
+async def _start_telnyx(clock: Any, chaos: Any) -> tuple[Any, dict[str, Any]]:
+    from voicecall.providers.telnyx import TelnyxEmulator
+
+    emulator = TelnyxEmulator("KEY-voicecall-simulation", clock=clock, chaos=chaos)
+    await emulator.start()
+    return emulator, {"telnyx": emulator.settings(), "fromNumber": "+15550001000"}
+
+
 async def _start_plivo(clock: Any, chaos: Any) -> tuple[Any, dict[str, Any]]:
     from voicecall.providers.plivo import PlivoEmulator
 
@@ -233,7 +241,7 @@ async def _start_plivo(clock: Any, chaos: Any) -> tuple[Any, dict[str, Any]]:
 
 
 # Local emulators of real carriers, by provider name: (emulator, settings overrides).
-EMULATORS = {"twilio": _start_twilio, "plivo": _start_plivo}
+EMULATORS = {"twilio": _start_twilio, "plivo": _start_plivo, "telnyx": _start_telnyx}
 
 
 async def _place(runtime: Any, carrier: Any, sc: Scenario, flow: str, callee: Any) -> tuple[str, str | None]:
@@ -305,7 +313,10 @@ def _result(record: Any, events: list[dict[str, Any]], log: list[Any], started: 
     documents = []
     for entry in log:
         kind, detail = entry.kind, entry.detail
-        if kind == "document":
+        if kind == "command":                     # command carriers (Telnyx): one request per step
+            documents.append(normalise(detail, runtime))
+            timeline.append((entry.at - started, "carrier", f"command {detail.get('name')}"))
+        elif kind == "document":
             documents.append(normalise(detail, runtime))
             timeline.append((entry.at - started, "carrier",
                              f"document ({detail.get('source')}): "
@@ -321,12 +332,14 @@ def _result(record: Any, events: list[dict[str, Any]], log: list[Any], started: 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TOKEN = re.compile(r"token=[A-Za-z0-9_-]+")
+# Values that differ on every run: turn tokens, Telnyx command ids and client state.
+VOLATILE_KEYS = frozenset({"token", "command_id", "client_state"})
 
 
 def normalise(value: Any, runtime: Any) -> Any:
     """Replace what differs run to run (ids, ports, tokens) with stable markers."""
     if isinstance(value, dict):
-        return {k: ("<token>" if k == "token" else normalise(v, runtime)) for k, v in value.items()
+        return {k: (f"<{k}>" if k in VOLATILE_KEYS else normalise(v, runtime)) for k, v in value.items()
                 if k != "source"}
     if isinstance(value, list):
         return [normalise(v, runtime) for v in value]

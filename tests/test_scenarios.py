@@ -12,7 +12,7 @@ import pytest
 from voicecall.engine.testing import load_scenario, run_scenario
 
 SCENARIOS = sorted(Path(__file__).parent.joinpath("scenarios").glob("*.yaml"))
-PROVIDERS = ["mock", "twilio", "plivo"]
+PROVIDERS = ["mock", "twilio", "plivo", "telnyx"]
 _RESULTS: dict[tuple[str, str], object] = {}
 
 
