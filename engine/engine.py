@@ -109,6 +109,9 @@ class CallEngine:
             rec.last_activity_at = now
         if event.type == "call.answered" and rec.answered_at is None:
             rec.answered_at = now
+            if rec.dtmf_sequence and not getattr(self.provider, "preconnect_dtmf", True):
+                # This carrier cannot send digits on answer: they go first.
+                s.outbox.append(Step("dtmf", {"digits": rec.dtmf_sequence}))
         elif event.type == "speech.final":
             rec.say("caller", str(event.data.get("text", "")), now)
             rec.turn_count += 1

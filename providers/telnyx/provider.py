@@ -39,6 +39,8 @@ PLAYBACK_LIMIT_S = 120.0             # an audio prompt's length is unknown
 class TelnyxProvider:
     name = "telnyx"
     style: Literal["document", "command"] = "command"
+    # Telnyx dial has no send-digits field: the engine sends dtmfSequence as the first step.
+    preconnect_dtmf = False
     capabilities = frozenset({"say", "play", "pause", "gather.speech", "gather.dtmf", "dtmf", "reject", "amd"})
     signature_headers = signature.SIGNATURE_HEADERS
     inline_limit = 0                  # nothing rides with the dial: commands follow call.answered
@@ -102,9 +104,6 @@ class TelnyxProvider:
             raise ProviderError("fromNumber is required to place a Telnyx call", provider="telnyx")
         if not self._connection_id:
             raise ProviderError("telnyx.connectionId is required to place a call", provider="telnyx")
-        if call.send_digits:
-            log.warning("call %s: Telnyx dials without send digits; the engine sends them as a dtmf step",
-                        call.call_id)
         time_limit = call.time_limit_s or self._time_limit
         body = cmd.dial_body(
             connection_id=self._connection_id, to=call.to_number, from_=str(from_number),
