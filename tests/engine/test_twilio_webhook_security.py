@@ -47,7 +47,9 @@ class TwilioRig:
         session = self.runtime.sessions[call_id]
         for _ in range(1000):
             if session.record.state == "ringing" and session.record.provider_call_id:
-                return call_id, session.record.provider_call_id
+                stored = [e["type"] for e in await self.runtime.store.events(call_id)]
+                if "call.ringing" in stored:          # committed, not just in memory
+                    return call_id, session.record.provider_call_id
             await asyncio.sleep(0.005)
         raise AssertionError("never rang")
 

@@ -15,7 +15,8 @@ async def _live_call(rig) -> tuple[str, str]:
     call_id = await rig.runtime.initiate(to="+15550001111", message="hello", mode="notify")
     for _ in range(500):
         record = rig.runtime.sessions[call_id].record
-        if record.state == "ringing" and record.provider_call_id:
+        if record.state == "ringing" and record.provider_call_id and "call.ringing" in [
+                e["type"] for e in await rig.events(call_id)]:        # committed, not just in memory
             return call_id, record.provider_call_id
         await asyncio.sleep(0.005)
     raise AssertionError("call never rang")
