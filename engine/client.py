@@ -131,8 +131,21 @@ class ControlClient:
     def where(self) -> str:
         return f"{self.host}:{self.port}"
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    def _refused(self) -> bool:
+        """A plain TCP probe, so the common "nothing listens" case costs no aiohttp import."""
+        import socket
 
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False          # let the real request report what is wrong
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        if self._refused():
+            raise NotListening(f"nothing listens on the control listener at {self.where}")
         import aiohttp
 
         request_id = next(self._ids)
