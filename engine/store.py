@@ -19,6 +19,7 @@ import json
 import operator
 import os
 import queue
+import secrets
 import socket
 import sqlite3
 import threading
@@ -147,12 +148,54 @@ def _shallow(obj: Any) -> dict[str, Any]:
     return dict(zip(names, get(obj), strict=True))
 
 
-def record_json(record: CallRecord) -> str:
+_TRANSCRIPT_MARK = f"\x00transcript {secrets.token_hex(8)}\x00"    # no record value can hold it
+_TRANSCRIPT_MARK_JSON = json.dumps(_TRANSCRIPT_MARK)
+_LINE = operator.attrgetter("role", "text", "at")
+
+
+class TranscriptJson:
+    """Each live call's transcript as JSON, extended as lines are appended, so a
+    commit encodes only the lines it has not encoded before: re-encoding the
+    whole transcript at every commit made a long call cost more per turn the
+    longer it ran. A line changed in place (nothing does that today) is seen by
+    comparing values, and the call's transcript is then encoded afresh."""
+
+    MAX_CALLS = 20_000
+
+    def __init__(self) -> None:
+        self._calls: dict[str, tuple[list[tuple[Any, ...]], str]] = {}
+
+    def encode(self, call_id: str, transcript: list[Any], *, keep: bool = True) -> str:
+        lines = list(map(_LINE, transcript))
+        done, text = self._calls.get(call_id, ([], ""))
+        if len(done) > len(lines) or lines[:len(done)] != done:
+            done, text = [], ""
+        if len(lines) > len(done):
+            fresh = json.dumps([{"role": r, "text": t, "at": a} for r, t, a in lines[len(done):]],
+                               allow_nan=False, separators=(",", ":"))[1:-1]
+            text = f"{text},{fresh}" if text else fresh
+        if keep:
+            if len(self._calls) >= self.MAX_CALLS and call_id not in self._calls:
+                self._calls.clear()
+            self._calls[call_id] = (lines, text)
+        else:
+            self._calls.pop(call_id, None)
+        return f"[{text}]"
+
+
+def record_json(record: CallRecord, transcripts: TranscriptJson | None = None) -> str:
     """``_dumps(record.to_storage())``, byte for byte, without ``dataclasses.asdict``:
     asdict deep-copies the whole record (transcript included) only for it to be
     encoded and dropped, which was the largest cost of a webhook's commit on a
-    long call (profile in the commit message)."""
-    return json.dumps(_shallow(record), allow_nan=False, separators=(",", ":"), default=_shallow)
+    long call (profile in the commit message). With ``transcripts``, the
+    transcript's JSON is extended rather than rebuilt."""
+    if transcripts is None:
+        return json.dumps(_shallow(record), allow_nan=False, separators=(",", ":"), default=_shallow)
+    fields = _shallow(record)
+    fields["transcript"] = _TRANSCRIPT_MARK
+    text = json.dumps(fields, allow_nan=False, separators=(",", ":"), default=_shallow)
+    lines = transcripts.encode(record.call_id, record.transcript, keep=not record.terminal)
+    return text.replace(_TRANSCRIPT_MARK_JSON, lines, 1)
 
 
 class Store:
@@ -165,6 +208,7 @@ class Store:
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._write_conn = write_conn
         self._last_updated = 0.0
+        self._transcripts = TranscriptJson()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="voicecall-store-writer",
                                         daemon=True)
@@ -214,7 +258,7 @@ class Store:
         transaction. Serialises now, so later changes to ``record`` are not written."""
         if events and record is None:
             raise StoreError("events need the record they belong to")
-        rec_json = record_json(record) if record is not None else None
+        rec_json = record_json(record, self._transcripts) if record is not None else None
         if any("at" not in e or "type" not in e for e in events):
             raise StoreError("every event needs 'at' and 'type' (and optional 'data')")
         if audit is not None and "kind" not in audit:
