@@ -34,6 +34,7 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     late_ms: float = 0.0          # worst generator lag behind the schedule (open loop)
+    cpu_us: float = 0.0           # the server's CPU time per request, when measured
 
     @property
     def ok(self) -> int:

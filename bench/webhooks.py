@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, ROOT, Row, median, percentile
@@ -49,10 +51,23 @@ def server(*args: str) -> Iterator[dict[str, Any]]:
                 pipe.close()
 
 
-def _measure(reqs: Requests, mode: str, duration: float) -> Result:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(reqs: Requests, mode: str, duration: float, pid: int | None = None) -> Result:
+    """One load run; with ``pid``, also the server's CPU time per request (less
+    sensitive than wall time to whatever else runs on the machine)."""
+    before = cpu_seconds(pid) if pid else 0.0
     if mode == "sat":
-        return asyncio.run(closed_loop(reqs, SATURATION_CONCURRENCY, duration))
-    return asyncio.run(open_loop(reqs, float(mode), duration))
+        res = asyncio.run(closed_loop(reqs, SATURATION_CONCURRENCY, duration))
+    else:
+        res = asyncio.run(open_loop(reqs, float(mode), duration))
+    if pid and res.latencies_ms:
+        res.cpu_us = (cpu_seconds(pid) - before) / len(res.latencies_ms) * 1e6
+    return res
 
 
 def _row(bench: str, case: str, res: Result, base: Result | None, mode: str, target: str) -> Row:
@@ -61,6 +76,8 @@ def _row(bench: str, case: str, res: Result, base: Result | None, mode: str, tar
     if base is not None:
         baseline = base.rps if mode == "sat" else median(base.latencies_ms)
     note = [f"n={len(res.latencies_ms)}"]
+    if res.cpu_us:
+        note.append(f"server CPU {res.cpu_us:.0f} µs/req")
     if res.errors:
         note.append("non-200: " + ", ".join(f"{k}×{v}" for k, v in sorted(res.statuses.items()) if k != 200))
     if res.late_ms > 5:
@@ -80,7 +97,7 @@ def run(*, quick: bool = False, calls: int = 300, duration: float = 5.0) -> list
             reqs = Requests(info["url"], [], shape, fixed=True)
             _measure(reqs, "sat", 0.1 if quick else 1.0)          # warm-up
             for mode in modes:
-                base[shape, mode] = _measure(reqs, mode, duration)
+                base[shape, mode] = _measure(reqs, mode, duration, info["pid"])
     rows: list[Row] = []
     for shape in shapes:
         for mode in modes:
@@ -92,10 +109,10 @@ def run(*, quick: bool = False, calls: int = 300, duration: float = 5.0) -> list
             _measure(reqs, "sat", 0.1 if quick else 1.0)          # warm-up
             for mode in modes:
                 target = {"sat": "≥ 0.60× baseline req/s", "500": "p99 < 5 ms"}.get(mode, "")
-                rows.append(_row("1 webhooks", f"voicecall {shape} @{mode}", _measure(reqs, mode, duration),
-                                 base[shape, mode], mode, target))
+                res = _measure(reqs, mode, duration, info["pid"])
+                rows.append(_row("1 webhooks", f"voicecall {shape} @{mode}", res, base[shape, mode], mode, target))
         reqs = Requests(info["url"], info["calls"], "replay")
-        rows.append(_row("1 webhooks", "voicecall replayed status @sat", _measure(reqs, "sat", duration),
+        rows.append(_row("1 webhooks", "voicecall replayed status @sat", _measure(reqs, "sat", duration, info["pid"]),
                          base["status", "sat"], "sat", "200, no side effect"))
     counters = info.get("counters", {})
     if counters and rows:
