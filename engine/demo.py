@@ -28,11 +28,13 @@ CALLS: tuple[tuple[str, Scenario], ...] = (
 )
 
 
-async def run_demo(out: TextIO, *, provider: str = "mock", scale: float = 0.02, as_json: bool = False) -> int:
+async def run_demo(out: TextIO, *, provider: str = "mock", scale: float = 0.02, as_json: bool = False,
+                   settings: Any = None) -> int:
+    """``settings``: a user's config (its flows, responder, greeting); the carrier is always simulated."""
     config = {"inboundPolicy": "allowlist", "allowFrom": [ALLOWED_CALLER],
               "inboundGreeting": "Thanks for calling the voicecall demo line."}
     records: list[dict[str, Any]] = []
-    async with Harness(provider, config=config, scale=scale) as harness:
+    async with Harness(provider, settings=settings, config=config, scale=scale) as harness:
         if not as_json:
             out.write(f"voicecall demo: {provider} carrier on loopback, webhook {harness.runtime.public_url}\n"
                       f"store {harness.runtime.settings.store_dir} (temporary)\n")

@@ -154,6 +154,7 @@ class Harness:
         from .runtime import VoiceCallRuntime
 
         options: dict[str, Any] = {}
+        self.overrides["provider"] = self.provider
         if self.provider in EMULATORS:
             self.emulator, overrides = await EMULATORS[self.provider](self.clock, self.chaos)
             self.overrides.update(provider=self.provider, **overrides)
