@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 
 DB_NAME = "calls.sqlite3"
+SEQ_CACHE_CALLS = 50_000       # calls whose last event seq the writer remembers
 LOCK_NAME = "runtime.lock"
 
 # Append-only: step N brings user_version N-1 to N. Never edit a released step.
@@ -209,6 +210,7 @@ class Store:
         self._write_conn = write_conn
         self._last_updated = 0.0
         self._transcripts = TranscriptJson()
+        self._seqs: dict[str, int] = {}        # call_id -> last event seq; writer thread only
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="voicecall-store-writer",
                                         daemon=True)
@@ -269,8 +271,15 @@ class Store:
             audit_row = (float(audit.get("at", time.time())), audit["kind"],
                          _dumps(audit.get("data", {})))
 
+        # The columns are taken now too, like the JSON: the writer thread runs later.
+        columns = None if record is None else (
+            record.call_id, record.provider, record.provider_call_id, record.state,
+            int(record.terminal), record.started_at)
+        seqs = self._seqs
+
         def write(conn: sqlite3.Connection, now: float) -> None:
-            if record is not None:
+            if columns is not None:
+                call_id = columns[0]
                 conn.execute(
                     "INSERT INTO calls(call_id, provider, provider_call_id, state, terminal,"
                     " started_at, updated_at, record) VALUES (?,?,?,?,?,?,?,?)"
@@ -278,15 +287,22 @@ class Store:
                     " provider_call_id=excluded.provider_call_id, state=excluded.state,"
                     " terminal=excluded.terminal, started_at=excluded.started_at,"
                     " updated_at=excluded.updated_at, record=excluded.record",
-                    (record.call_id, record.provider, record.provider_call_id, record.state,
-                     int(record.terminal), record.started_at, now, rec_json))
+                    (*columns, now, rec_json))
                 if ev_rows:
-                    (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE call_id=?",
-                                           (record.call_id,)).fetchone()
+                    # The writer thread is the only writer: the last seq it wrote
+                    # for a call is the table's, unless a job failed (cache cleared).
+                    last = seqs.get(call_id)
+                    if last is None:
+                        (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE call_id=?",
+                                               (call_id,)).fetchone()
                     conn.executemany(
                         "INSERT INTO events(call_id, seq, at, type, data) VALUES (?,?,?,?,?)",
-                        [(record.call_id, last + i, at, typ, data)
+                        [(call_id, last + i, at, typ, data)
                          for i, (at, typ, data) in enumerate(ev_rows, start=1)])
+                    if columns[4] or len(seqs) >= SEQ_CACHE_CALLS:
+                        seqs.pop(call_id, None)
+                    else:
+                        seqs[call_id] = last + len(ev_rows)
             if replay_key is not None:
                 # Idempotent: the runtime may already have claim()ed this key.
                 conn.execute("INSERT OR IGNORE INTO replay(key, at) VALUES (?,?)", (replay_key, now))
@@ -340,21 +356,33 @@ class Store:
         # Monotonic updated_at lets `tail` page by it without missing a commit.
         now = self._last_updated = max(time.time(), self._last_updated)
         outcomes: list[tuple[bool, Any]] = []
+        # A lone job needs no savepoint: its failure rolls back a transaction
+        # that holds nothing else.
+        alone = len(batch) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _fut, _loop in batch:
-                conn.execute("SAVEPOINT job")
+                if not alone:
+                    conn.execute("SAVEPOINT job")
                 try:
                     result = fn(conn, now)
                 except Exception as exc:  # reported to that caller alone
+                    self._seqs.clear()
+                    if alone:
+                        conn.execute("ROLLBACK")
+                        outcomes.append((False, exc))
+                        break
                     conn.execute("ROLLBACK TO job")
                     outcomes.append((False, exc))
                 else:
                     outcomes.append((True, result))
-                conn.execute("RELEASE job")
-            conn.execute("COMMIT")
-            self.stats.transactions += 1
+                if not alone:
+                    conn.execute("RELEASE job")
+            else:
+                conn.execute("COMMIT")
+                self.stats.transactions += 1
         except Exception as exc:
+            self._seqs.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             err = StoreError(f"store write failed: {exc}")
