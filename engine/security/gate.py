@@ -166,6 +166,14 @@ async def read_body(request_content: _Readable, *, declared_length: int | None, 
     """
     if declared_length is not None and declared_length > limit:
         raise BodyTooLarge(f"Content-Length {declared_length} over the {limit}-byte limit")
+    is_eof = getattr(request_content, "is_eof", None)
+    if is_eof is not None and is_eof():
+        # The whole body is already buffered (a small webhook usually arrives
+        # with its headers): no read can wait, so no timer is armed for it.
+        data = await request_content.read(limit + 1)
+        if len(data) > limit:
+            raise BodyTooLarge(f"body over the {limit}-byte limit")
+        return data
     buf = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
