@@ -7,6 +7,8 @@ within 5 s, signature, replay, then the engine.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -38,14 +40,18 @@ class WebhookServer:
         self.policy = SecurityPolicy.from_settings(runtime.settings)
         self.limiter = InFlightLimiter(self.policy.max_in_flight_per_ip)
         self.replays = ReplayCache(clock=runtime.clock.now)
-        # Which keys the store may hold: a fresh request skips the store read.
-        self.stored = StoredKeys()
+        # Which keys the store may hold, so a fresh request skips the store read.
+        # None while it loads from the store (every key then asks the store).
+        self.stored: StoredKeys | None = None
+        self._accepted_while_loading: list[str] = []
+        self._loader: asyncio.Task[None] | None = None
         self.counters: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
-        # Before listening: every key of an earlier run must be known to the filter.
-        await self.runtime.store.replay_keys(self.stored.add)
+        # Loaded in the background (a long-lived store holds millions of keys:
+        # seconds of start-up otherwise); until then replays are checked in the store.
+        self._loader = asyncio.ensure_future(self._load_stored())
         app = web.Application(client_max_size=self.policy.max_body)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
@@ -59,6 +65,11 @@ class WebhookServer:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
+            self._loader = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -123,12 +134,31 @@ class WebhookServer:
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0],
                             charset="utf-8" if reply.body else None)
 
+    async def _load_stored(self) -> None:
+        # Built on the store's reader thread into a filter nobody else touches;
+        # keys accepted meanwhile are added here, on the loop, before it is used.
+        loaded = StoredKeys()
+        try:
+            count = await self.runtime.store.replay_keys(loaded.add)
+        except VoiceCallError as exc:
+            log.warning("replay keys not loaded (%s); every webhook is checked in the store", exc)
+            return
+        for key in self._accepted_while_loading:
+            loaded.add(key)
+        self._accepted_while_loading = []
+        self.stored = loaded
+        log.debug("replay filter ready: %d stored keys", count)
+
     async def _stored(self, key: str) -> bool:
         """Whether the store already holds ``key`` (a replay from before a restart,
         or one the in-memory cache forgot); asks the store only when the filter
         cannot rule it out."""
-        if key not in self.stored:
-            self.stored.add(key)
+        stored = self.stored
+        if stored is None:
+            self._accepted_while_loading.append(key)
+            return await self.runtime.store.seen(key)
+        if key not in stored:
+            stored.add(key)
             return False
         return await self.runtime.store.seen(key)
 
