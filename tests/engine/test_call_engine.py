@@ -289,3 +289,19 @@ async def test_restored_call_the_carrier_no_longer_knows_is_ended(rig_factory, t
     again = await rig_factory(store=store)          # a new mock carrier: the old call is unknown (404)
     record = await again.runtime.wait_ended(call_id, 5)
     assert record.terminal
+
+
+async def test_old_replay_keys_are_pruned_hourly(rig_factory, monkeypatch) -> None:
+    from voicecall.engine import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "MAINTENANCE_INTERVAL_S", 5)
+    rig = await rig_factory()
+    store, now = rig.runtime.store, rig.runtime.clock.now()
+    assert await store.claim("mock:ancient", now - runtime_module.REPLAY_RETENTION_S - 10)
+    assert await store.claim("mock:recent", now - 60)
+    for _ in range(400):
+        if not await store.seen("mock:ancient"):
+            break
+        await asyncio.sleep(0.01)
+    assert not await store.seen("mock:ancient")
+    assert await store.seen("mock:recent")
