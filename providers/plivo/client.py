@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from voicecall.engine.errors import ProviderError
+from voicecall.providers.common import retrying
 
 log = logging.getLogger("voicecall.providers.plivo")
 T = TypeVar("T")
 
-RETRY_DELAYS = (0.25, 1.0)          # three tries in all
 
 
 class PlivoRest:
@@ -106,15 +106,7 @@ class PlivoRest:
 
     async def _retrying(self, request: Callable[[], T], action: str) -> T:
         """For requests whose repeat changes nothing: 5xx and network failures are retried."""
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                return await self._once(request, action)
-            except ProviderError as exc:
-                if not exc.retryable or delay is None:
-                    raise
-                log.warning("%s; retrying in %.2f s", exc, delay)
-                await self._sleep(delay)
-        raise AssertionError("unreachable")
+        return await retrying(lambda: self._once(request, action), self._sleep)
 
 
 def rest_error(exc: Any, action: str) -> ProviderError:

@@ -14,17 +14,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.engine.clock import Clock
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.events import Event
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
+from voicecall.providers.common import clamp, resume_url, settings_voice
 from voicecall.providers.plivo import parse as parse_mod
 from voicecall.providers.plivo import signature
 from voicecall.providers.plivo.client import PlivoRest
-from voicecall.providers.plivo.render import render_xml, settings_voice
+from voicecall.providers.plivo.render import render_xml
 
 log = logging.getLogger("voicecall.providers.plivo")
 
@@ -87,7 +87,7 @@ class PlivoProvider:
         if kind not in _DOCUMENT_TYPES:
             return Reply(b"", "text/plain")
         keepalive = Program("ack", (Step("pause", {"seconds": 1}),
-                                    Step("redirect", {"url": _resume_url(req.url)})))
+                                    Step("redirect", {"url": resume_url(req.url)})))
         return self.render(keepalive, CallUrls(req.url, req.q("callId") or ""))
 
     # -- REST --------------------------------------------------------------
@@ -104,11 +104,11 @@ class PlivoProvider:
             "answer_url": urls.webhook("voice"), "answer_method": "POST",
             "ring_url": urls.webhook("status"), "ring_method": "POST",
             "hangup_url": urls.webhook("hangup"), "hangup_method": "POST",
-            "ring_timeout": _clamp("ring timeout", call.ring_timeout_s, *RING_TIMEOUT_RANGE),
+            "ring_timeout": clamp("Plivo", "ring timeout", call.ring_timeout_s, *RING_TIMEOUT_RANGE),
         }
         time_limit = call.time_limit_s or self._time_limit
         if time_limit:
-            params["time_limit"] = _clamp("maxDurationSeconds", int(time_limit), 1, TIME_LIMIT_MAX)
+            params["time_limit"] = clamp("Plivo", "maxDurationSeconds", int(time_limit), 1, TIME_LIMIT_MAX)
         if call.send_digits:
             params["send_digits"] = call.send_digits     # w = 0.5 s, as in dtmfSequence
         if call.machine_detection:
@@ -161,16 +161,4 @@ def _uuid(call: CallRef) -> str:
     return call.provider_call_id
 
 
-def _clamp(what: str, value: int, low: int, high: int) -> int:
-    clamped = max(low, min(high, int(value)))
-    if clamped != value:
-        log.warning("%s %s s is outside Plivo's range %s..%s; using %s s", what, value, low, high, clamped)
-    return clamped
 
-
-def _resume_url(url: str) -> str:
-    """The request's own URL turned into a keep-alive ``type=resume`` (turn token dropped)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("type", "token")]
-    query.append(("type", "resume"))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))

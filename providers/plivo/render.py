@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any
 
 from voicecall.engine.errors import RenderError
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallUrls
+from voicecall.providers.common import (
+    OPENAI_TO_POLLY,
+    clamp,
+    opt,
+    opt_whole,
+    prompt_steps,
+    text,
+    whole,
+    xml_template,
+)
 
 log = logging.getLogger("voicecall.providers.plivo")
 
 DEFAULT_VOICE = "WOMAN"
 # OpenAI TTS voice names → Amazon Polly voices, which Plivo's <Speak> also takes
 # (DESIGN §2: calls speak with the carrier's native voice until media streams exist).
-OPENAI_TO_POLLY: Mapping[str, str] = {
-    "alloy": "Polly.Joanna", "echo": "Polly.Matthew", "fable": "Polly.Amy",
-    "onyx": "Polly.Brian", "nova": "Polly.Salli", "shimmer": "Polly.Kimberly",
-}
 GATHER_INPUTS: Mapping[str, str] = {
     "speech": "speech", "dtmf": "dtmf", "both": "dtmf speech",
     "speech dtmf": "dtmf speech", "dtmf speech": "dtmf speech",
@@ -54,28 +59,8 @@ def native_voice(requested: Any, settings_voice: str | None = None) -> str:
     return DEFAULT_VOICE
 
 
-def settings_voice(settings: Any) -> str | None:
-    """The TTS voice named in config (seed shape ``tts.<vendor>`` or newer ``tts.providers.<vendor>``)."""
-    vendor = settings.get("tts.provider") or "openai"
-    for key in (f"tts.{vendor}.voice", f"tts.providers.{vendor}.voice",
-                f"tts.providers.{vendor}.speakerVoice", f"tts.{vendor}.voiceId"):
-        value = settings.get(key)
-        if value:
-            return str(value)
-    return None
 
 
-@lru_cache(maxsize=1)
-def _template() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("voicecall.providers.plivo", "templates"),
-        autoescape=jinja2.select_autoescape(["xml"], default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=False,
-    )
-    return env.get_template("response.xml")
 
 
 def render_xml(program: Program, urls: CallUrls, voice: str | None = None) -> str:
@@ -83,19 +68,19 @@ def render_xml(program: Program, urls: CallUrls, voice: str | None = None) -> st
     verbs: list[dict[str, Any]] = []
     for step in program.steps:
         verbs.extend(_prepare(step, urls, voice, program.state))
-    return str(_template().render(verbs=verbs))
+    return str(xml_template("voicecall.providers.plivo").render(verbs=verbs))
 
 
 def _prepare(step: Step, urls: CallUrls, voice: str | None, state: str) -> list[dict[str, Any]]:
     p = step.params
     kind = step.kind
     if kind == "say":
-        return [{"kind": "speak", "text": _text(p.get("text"), kind, state),
-                 "voice": native_voice(p.get("voice"), voice), "language": _opt(p.get("language"))}]
+        return [{"kind": "speak", "text": text(p.get("text"), kind, state),
+                 "voice": native_voice(p.get("voice"), voice), "language": opt(p.get("language"))}]
     if kind == "play":
-        return [{"kind": "play", "url": _text(p.get("url"), kind, state), "loop": _opt_int(p.get("loop"), kind, state)}]
+        return [{"kind": "play", "url": text(p.get("url"), kind, state), "loop": opt_whole(p.get("loop"), kind, state)}]
     if kind == "pause":
-        seconds = _int(p.get("seconds", 1), kind, state)
+        seconds = whole(p.get("seconds", 1), kind, state)
         return [{"kind": "wait", "length": str(seconds)}] if seconds > 0 else []
     if kind == "gather":
         return [_gather(p, urls, voice, state)]
@@ -111,9 +96,9 @@ def _prepare(step: Step, urls: CallUrls, voice: str | None, state: str) -> list[
             raise RenderError(f"state {state!r}: dtmf digits {digits[:70]!r} are not 0-9 * # w W (1-64 of them)")
         return [{"kind": "dtmf", "digits": digits}]
     if kind == "redirect":
-        return [{"kind": "redirect", "url": _text(p.get("url"), kind, state)}]
+        return [{"kind": "redirect", "url": text(p.get("url"), kind, state)}]
     if kind == "keepalive":
-        seconds = _int(p.get("seconds", 0), kind, state)
+        seconds = whole(p.get("seconds", 0), kind, state)
         wait = [{"kind": "wait", "length": str(seconds)}] if seconds > 0 else []
         return [*wait, {"kind": "redirect", "url": urls.webhook("resume")}]
     if kind == "stream":
@@ -128,23 +113,23 @@ def _gather(p: Mapping[str, Any], urls: CallUrls, voice: str | None, state: str)
         raise RenderError(f"state {state!r}: gather input {raw_input!r} is not speech, dtmf or both")
     token = str(p["token"]) if p.get("token") else None
     prompt: list[dict[str, Any]] = []
-    for child in _steps(p.get("prompt") or ()):
+    for child in prompt_steps(p.get("prompt") or ()):
         if child.kind not in ("say", "play", "pause"):
             raise RenderError(f"state {state!r}: a gather prompt holds say, play or pause, not {child.kind!r}")
         prompt.extend(_prepare(child, urls, voice, state))
-    timeout = _int(p.get("timeout", DEFAULT_GATHER_TIMEOUT) or DEFAULT_GATHER_TIMEOUT, "gather", state)
+    timeout = whole(p.get("timeout", DEFAULT_GATHER_TIMEOUT) or DEFAULT_GATHER_TIMEOUT, "gather", state)
     finish = p.get("finishOnKey")
     return {
         "kind": "getinput", "input": input_, "prompt": prompt,
         "action": urls.webhook("gather", token),
         "noinput": urls.webhook("noinput", token),
-        "execution_timeout": str(_clamp("gather timeout", timeout, *EXECUTION_TIMEOUT)),
+        "execution_timeout": str(clamp("Plivo", "gather timeout", timeout, *EXECUTION_TIMEOUT)),
         "digit_end_timeout": None,
         "speech_end_timeout": _end_timeout(p.get("speechTimeout"), state) if "speech" in input_ else None,
         # Plivo's default finishOnKey is '#'; an empty one is spelled "none".
         "finish_on_key": None if finish is None else (str(finish) or "none"),
-        "num_digits": _opt_int(p.get("numDigits"), "gather", state),
-        "language": _opt(p.get("language")),
+        "num_digits": opt_whole(p.get("numDigits"), "gather", state),
+        "language": opt(p.get("language")),
     }
 
 
@@ -153,7 +138,7 @@ def _end_timeout(value: Any, state: str) -> str | None:
         return None
     if str(value) == "auto":
         return "auto"
-    return str(_clamp("speechTimeout", _int(value, "gather", state), *END_TIMEOUT))
+    return str(clamp("Plivo", "speechTimeout", whole(value, "gather", state), *END_TIMEOUT))
 
 
 def _stream(p: Mapping[str, Any], urls: CallUrls, state: str) -> dict[str, Any]:
@@ -173,49 +158,14 @@ def _stream(p: Mapping[str, Any], urls: CallUrls, state: str) -> dict[str, Any]:
     return {"kind": "stream", "url": url, "extra_headers": extra}
 
 
-def _steps(prompt: Sequence[Any]) -> list[Step]:
-    out: list[Step] = []
-    for item in prompt:
-        if isinstance(item, Step):
-            out.append(item)
-        elif isinstance(item, Mapping) and len(item) == 1:
-            ((kind, params),) = item.items()
-            out.append(Step(str(kind), params if isinstance(params, Mapping) else {"text": params}))
-        else:
-            raise RenderError(f"gather prompt item {item!r:.60} is not a step")
-    return out
 
 
-def _clamp(what: str, value: int, low: int, high: int) -> int:
-    clamped = max(low, min(high, value))
-    if clamped != value:
-        _warn_clamped(what, value, low, high)
-    return clamped
 
 
-@lru_cache(maxsize=64)
-def _warn_clamped(what: str, value: int, low: int, high: int) -> None:
-    # Once per value: the same flow renders the same gather on every turn.
-    clamped = max(low, min(high, value))
-    log.warning("%s %s s is outside Plivo's range %s..%s; using %s s", what, value, low, high, clamped)
 
 
-def _text(value: Any, kind: str, state: str) -> str:
-    if value is None or str(value) == "":
-        raise RenderError(f"state {state!r}: {kind} needs a non-empty value")
-    return str(value)
 
 
-def _opt(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
 
 
-def _int(value: Any, kind: str, state: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise RenderError(f"state {state!r}: {kind} expects a whole number, got {str(value)[:40]!r}") from None
 
-
-def _opt_int(value: Any, kind: str, state: str) -> str | None:
-    return None if value is None or value == "" else str(_int(value, kind, state))

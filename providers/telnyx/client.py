@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import quote
 
 from voicecall.engine.errors import ProviderError
+from voicecall.providers.common import RETRY_DELAYS  # three tries in all
 
 log = logging.getLogger("voicecall.providers.telnyx")
 
 DEFAULT_BASE_URL = "https://api.telnyx.com"
-RETRY_DELAYS = (0.25, 1.0)          # three tries in all
 CALL_ENDED_CODE = "90018"           # "Call has already ended"
 
 

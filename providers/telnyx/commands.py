@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from voicecall.engine.errors import RenderError
 from voicecall.engine.program import Step
+from voicecall.providers.common import prompt_steps
 from voicecall.providers.telnyx.parse import KIND_GATHER, KIND_PLAYBACK, KIND_PROMPT, encode_state
 
 DEFAULT_VOICE = "AWS.Polly.Joanna-Neural"
@@ -147,7 +148,7 @@ def _gather(p: Mapping[str, Any], call_id: str, voice: str | None) -> list[Comma
     if inputs is None:
         raise RenderError(f"gather input {raw!r} is not speech, dtmf or both")
     token = str(p.get("token") or "")
-    prompt = [s for s in _steps(p.get("prompt") or ()) if s.kind != "pause"]
+    prompt = [s for s in prompt_steps(p.get("prompt") or ()) if s.kind != "pause"]
     for s in prompt:
         if s.kind not in ("say", "play"):
             raise RenderError(f"a gather prompt holds say, play or pause, not {s.kind!r}")
@@ -192,17 +193,6 @@ def _gather(p: Mapping[str, Any], call_id: str, voice: str | None) -> list[Comma
     return commands
 
 
-def _steps(prompt: Sequence[Any]) -> list[Step]:
-    out: list[Step] = []
-    for item in prompt:
-        if isinstance(item, Step):
-            out.append(item)
-        elif isinstance(item, Mapping) and len(item) == 1:
-            ((kind, params),) = item.items()
-            out.append(Step(str(kind), params if isinstance(params, Mapping) else {"text": params}))
-        else:
-            raise RenderError(f"gather prompt item {item!r:.60} is not a step")
-    return out
 
 
 def _text(value: Any, what: str) -> str:

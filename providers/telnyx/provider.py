@@ -21,6 +21,7 @@ from voicecall.engine.errors import ProviderError, RenderError
 from voicecall.engine.events import Event
 from voicecall.engine.program import Program, Step
 from voicecall.providers.base import CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
+from voicecall.providers.common import clamp, settings_voice
 from voicecall.providers.telnyx import commands as cmd
 from voicecall.providers.telnyx import parse as parse_mod
 from voicecall.providers.telnyx import signature
@@ -54,7 +55,7 @@ class TelnyxProvider:
         self._connection_id = str(settings.get("telnyx.connectionId") or "")
         self._from = settings.get("fromNumber")
         self._time_limit = settings.get("maxDurationSeconds")
-        self._voice = _settings_voice(settings)
+        self._voice = settings_voice(settings)
         self.rest = TelnyxRest(str(settings.get("telnyx.apiKey") or ""),
                                api_base_url=api_base_url or settings.get("telnyx.apiBaseUrl"),
                                timeout_s=timeout_s, sleep=self._clock.sleep)
@@ -108,8 +109,9 @@ class TelnyxProvider:
         body = cmd.dial_body(
             connection_id=self._connection_id, to=call.to_number, from_=str(from_number),
             webhook_url=call.urls.webhook("event"), client_state=encode_state(call.call_id),
-            timeout_secs=_clamp("ring timeout", call.ring_timeout_s, *RING_TIMEOUT_RANGE),
-            time_limit_secs=_clamp("maxDurationSeconds", int(time_limit), *TIME_LIMIT_RANGE) if time_limit else None,
+            timeout_secs=clamp("Telnyx", "ring timeout", call.ring_timeout_s, *RING_TIMEOUT_RANGE),
+            time_limit_secs=(clamp("Telnyx", "maxDurationSeconds", int(time_limit), *TIME_LIMIT_RANGE)
+                             if time_limit else None),
             machine_detection=call.machine_detection)
         data = await self.rest.dial(body)
         return str(data["call_control_id"])
@@ -231,19 +233,4 @@ def _already_ended(exc: ProviderError) -> bool:
     return exc.status == 422 and (exc.carrier_code == CALL_ENDED_CODE or "already ended" in str(exc).lower())
 
 
-def _clamp(what: str, value: int, low: int, high: int) -> int:
-    clamped = max(low, min(high, int(value)))
-    if clamped != value:
-        log.warning("%s %s s is outside Telnyx's range %s..%s; using %s s", what, value, low, high, clamped)
-    return clamped
 
-
-def _settings_voice(settings: Any) -> str | None:
-    """The TTS voice named in config (``tts.<vendor>`` or ``tts.providers.<vendor>``)."""
-    vendor = settings.get("tts.provider") or "openai"
-    for key in (f"tts.{vendor}.voice", f"tts.providers.{vendor}.voice",
-                f"tts.providers.{vendor}.speakerVoice", f"tts.{vendor}.voiceId"):
-        value = settings.get(key)
-        if value:
-            return str(value)
-    return None

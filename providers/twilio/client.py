@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from voicecall.engine.errors import ProviderError
+from voicecall.providers.common import retrying
 
 log = logging.getLogger("voicecall.providers.twilio")
 T = TypeVar("T")
@@ -25,7 +26,6 @@ REGIONS: dict[str, tuple[str | None, str | None]] = {
     "ie1": ("dublin", "ie1"),
     "au1": ("sydney", "au1"),
 }
-RETRY_DELAYS = (0.25, 1.0)          # three tries in all
 NOT_FOUND = 20404
 
 
@@ -110,15 +110,7 @@ class TwilioRest:
 
     async def _retrying(self, request: Callable[[], Awaitable[T]], action: str) -> T:
         """For requests whose repeat changes nothing: 5xx and network failures are retried."""
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                return await self._once(request, action)
-            except ProviderError as exc:
-                if not exc.retryable or delay is None:
-                    raise
-                log.warning("%s; retrying in %.2f s", exc, delay)
-                await self._sleep(delay)
-        raise AssertionError("unreachable")
+        return await retrying(lambda: self._once(request, action), self._sleep)
 
 
 def rest_error(exc: Any, action: str) -> ProviderError:
