@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
 
 from voicecall.engine import yamlio
 
@@ -28,20 +26,8 @@ class SourceSyntaxError(ValueError):
         self.line = line
 
 
-@dataclass(slots=True)
-class Parsed:
-    data: Any
-    lines: dict[Path, int] = field(default_factory=dict)
-    duplicates: list[tuple[Path, int]] = field(default_factory=list)
-
-    def line(self, path: Path) -> int | None:
-        """Line of ``path``, or of its nearest ancestor that has one."""
-        while True:
-            if path in self.lines:
-                return self.lines[path]
-            if not path:
-                return None
-            path = path[:-1]
+# A parsed document and the line of every node: the YAML loader's own type.
+Parsed = yamlio.Located
 
 
 def format_of(path: str | None) -> str:
@@ -63,7 +49,7 @@ def parse(text: str, fmt: str) -> Parsed:
             # An error "at the end of the stream" would name a line past the last one.
             last = max(1, len(text.rstrip("\n").splitlines()))
             raise SourceSyntaxError(str(exc), min(exc.line or 1, last)) from None
-        return Parsed(located.data, dict(located.lines), list(located.duplicates))
+        return located
     return _parse_json5(text, "JSON" if fmt == "json" else "JSON5")
 
 
