@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import NotAcceptedInState, ProviderError, RenderError
 from .events import Event
@@ -19,7 +19,7 @@ from .record import Timer
 from .session import TURN_RESULTS, Session, new_token
 
 if TYPE_CHECKING:
-    from voicecall.providers.base import CallUrls, Provider
+    from voicecall.providers.base import CallUrls, CommandProvider, Provider
 
     from .clock import Clock
     from .flows import State
@@ -357,7 +357,7 @@ class CallEngine:
             if step.kind in ("say", "play"):
                 s.command_tag = tag
             try:
-                await self.provider.execute(CallRef(s.call_id, s.record.provider_call_id), step, urls, tag)
+                await self.commands.execute(CallRef(s.call_id, s.record.provider_call_id), step, urls, tag)
             except ProviderError as exc:
                 log.error("call %s: carrier refused %s: %s", s.call_id, step.kind, exc)
                 s.command_tag = None
@@ -369,6 +369,11 @@ class CallEngine:
                 return
             if step.kind in ("hangup", "reject"):
                 return
+
+    @property
+    def commands(self) -> CommandProvider:
+        """The provider as a command carrier (only meaningful when its style is "command")."""
+        return cast("CommandProvider", self.provider)
 
     def _arm_gather_timeout(self, s: Session, step: Step) -> None:
         """Speech is transcribed continuously: the engine decides when the turn timed out."""

@@ -47,7 +47,7 @@ class FlowMachine:
             send_event=True, ignore_invalid_triggers=True, queued=False,
         )
         for transition in flow.transitions:
-            source = "*" if transition.sources is None else sorted(transition.sources)
+            source: Any = "*" if transition.sources is None else sorted(transition.sources)
             for event in sorted(transition.on):
                 self._machine.add_transition(
                     trigger=event, source=source, dest=transition.dest,

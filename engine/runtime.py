@@ -371,7 +371,7 @@ class VoiceCallRuntime(ControlVerbs):
 
         ref = CallRef(event.call_id or "", event.provider_call_id)
         try:
-            await self.provider.execute(ref, program.steps[0], self.urls_for(ref.call_id), "reject")
+            await self.engine.commands.execute(ref, program.steps[0], self.urls_for(ref.call_id), "reject")
         except ProviderError as exc:
             log.error("could not reject inbound call %s: %s", event.provider_call_id, exc)
 
@@ -379,7 +379,7 @@ class VoiceCallRuntime(ControlVerbs):
         from voicecall.providers.base import CallRef
 
         try:
-            await self.provider.answer(CallRef(s.call_id, s.record.provider_call_id), self.urls_for(s.call_id))
+            await self.engine.commands.answer(CallRef(s.call_id, s.record.provider_call_id), self.urls_for(s.call_id))
         except ProviderError as exc:
             log.error("call %s: could not answer: %s", s.call_id, exc)
             await self.engine.end_call(s, "failed")

@@ -143,8 +143,11 @@ def _shallow(obj: Any) -> dict[str, Any]:
             raise TypeError(f"{cls.__name__} is not JSON serialisable")
         names = tuple(f.name for f in dataclasses.fields(cls))
         # attrgetter of one name returns the value itself, not a 1-tuple.
-        known = _FIELDS[cls] = (names, operator.attrgetter(*names) if len(names) > 1
-                                else (lambda o, n=names[0]: (getattr(o, n),)))
+        def one(o: Any, n: str = names[0]) -> tuple[Any]:
+            return (getattr(o, n),)
+
+        getter: Callable[[Any], Any] = operator.attrgetter(*names) if len(names) > 1 else one
+        known = _FIELDS[cls] = (names, getter)
     names, get = known
     return dict(zip(names, get(obj), strict=True))
 

@@ -24,9 +24,15 @@ from .events import Event
 from .program import Program
 
 if TYPE_CHECKING:
+    from voicecall.providers.base import CallUrls, Provider
+
+    from .clock import Clock
+    from .config import Settings
+    from .engine import CallEngine
+    from .flows import Flow, FlowLibrary
     from .record import CallRecord
-    from .runtime import VoiceCallRuntime
     from .session import Session
+    from .store import Store
 
 DTMF_RE = re.compile(r"^[0-9*#wW]{1,64}$")
 MODE_FLOWS = {"notify": "notify", "conversation": "conversation"}
@@ -36,7 +42,29 @@ CARRIER_CAP_GRACE_S = 10
 
 
 class ControlVerbs:
-    async def initiate(self: VoiceCallRuntime, *, to: str | None = None, message: str | None = None,
+    """Mixed into VoiceCallRuntime, which provides what is declared here."""
+
+    if TYPE_CHECKING:
+        settings: Settings
+        sessions: dict[str, Session]
+        clock: Clock
+        _by_provider_id: dict[str, Session]
+
+        @property
+        def store(self) -> Store: ...
+        @property
+        def engine(self) -> CallEngine: ...
+        @property
+        def provider(self) -> Provider: ...
+        @property
+        def flows(self) -> FlowLibrary: ...
+        def urls_for(self, call_id: str) -> CallUrls: ...
+        def _session(self, record: CallRecord, flow: Flow) -> Session: ...
+        def _finished(self, s: Session) -> None: ...
+        def _new_record(self, flow: Flow, *, direction: str, from_number: str, to_number: str,
+                        message: str | None, vars_: Mapping[str, Any]) -> CallRecord: ...
+
+    async def initiate(self, *, to: str | None = None, message: str | None = None,
                        mode: str | None = None, flow: str | None = None, vars: Mapping[str, Any] | None = None,
                        dtmf_sequence: str | None = None) -> str:
         """Place an outbound call; returns its callId once the carrier accepted it."""
@@ -115,7 +143,7 @@ class ControlVerbs:
             await self.engine.persist(s)
         return record.call_id
 
-    def _opening(self: VoiceCallRuntime, s: Session) -> Program | None:
+    def _opening(self, s: Session) -> Program | None:
         """The opening state's program, rendered at placement so it can go inline."""
         from .flows import render_actions
 
@@ -132,7 +160,7 @@ class ControlVerbs:
             return None
         return program
 
-    def _live(self: VoiceCallRuntime, call_id: str) -> Session:
+    def _live(self, call_id: str) -> Session:
         if not call_id:
             raise InvalidParams("callId is required")
         s = self.sessions.get(call_id)
@@ -140,24 +168,24 @@ class ControlVerbs:
             raise CallNotFound(f"no active call {call_id}", callId=call_id)
         return s
 
-    async def _rpc(self: VoiceCallRuntime, call_id: str, event: Event, *, needs_answer: bool = True) -> Session:
+    async def _rpc(self, call_id: str, event: Event, *, needs_answer: bool = True) -> Session:
         s = self._live(call_id)
         if needs_answer and s.record.answered_at is None:
             raise CallNotConnected(f"call {call_id} is not connected yet ({s.record.state})", state=s.record.state)
         await self.engine.run(s, event, via_request=False)
         return s
 
-    async def speak(self: VoiceCallRuntime, call_id: str, message: str) -> None:
+    async def speak(self, call_id: str, message: str) -> None:
         if not (message or "").strip():
             raise InvalidParams("message is required")
         await self._rpc(call_id, Event("rpc.speak", {"text": message}, call_id))
 
-    async def dtmf(self: VoiceCallRuntime, call_id: str, digits: str) -> None:
+    async def dtmf(self, call_id: str, digits: str) -> None:
         if not DTMF_RE.match(digits or ""):
             raise InvalidParams("digits may hold only 0-9, *, # and w (half-second wait)")
         await self._rpc(call_id, Event("rpc.dtmf", {"digits": digits}, call_id))
 
-    async def continue_(self: VoiceCallRuntime, call_id: str, message: str) -> str:
+    async def continue_(self, call_id: str, message: str) -> str:
         """Say ``message``, then wait for the caller's answer to that turn."""
         from .errors import TurnInProgress, TurnTimeout
 
@@ -173,7 +201,8 @@ class ControlVerbs:
             timeout = int(self.settings.get("transcriptTimeoutMs", 180000)) / 1000
             sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
             try:
-                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                pending: set[asyncio.Future[Any]] = {waiter, sleeper}
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
             if not waiter.done():
@@ -183,7 +212,7 @@ class ControlVerbs:
             if s.waiter is waiter:
                 s.waiter = None
 
-    async def end(self: VoiceCallRuntime, call_id: str) -> None:
+    async def end(self, call_id: str) -> None:
         s = self.sessions.get(call_id)
         if s is None:
             record = await self.store.get(call_id) if call_id else None
@@ -197,7 +226,7 @@ class ControlVerbs:
             await self.engine.persist(s)
         await self.engine.end_call(s, "hangup-bot")
 
-    async def status(self: VoiceCallRuntime, call_id: str | None = None) -> dict[str, Any]:
+    async def status(self, call_id: str | None = None) -> dict[str, Any]:
         if not call_id:
             return {"calls": [s.record.to_public() for s in self.sessions.values()]}
         s = self.sessions.get(call_id)
@@ -206,7 +235,7 @@ class ControlVerbs:
             raise CallNotFound(f"no call {call_id}", callId=call_id)
         return record.to_public()
 
-    async def wait_ended(self: VoiceCallRuntime, call_id: str, timeout: float = 30.0) -> CallRecord:
+    async def wait_ended(self, call_id: str, timeout: float = 30.0) -> CallRecord:
         """Test and demo helper: poll until the call is terminal."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -56,7 +56,7 @@ class Callee:
             if kind in RING_STEPS:
                 if index != 0:
                     raise ScriptError(f"callee step {index}: '{kind}' must be the first step")
-                callee.ring = kind
+                callee.ring = kind  # type: ignore[assignment]  # kind is in RING_STEPS
                 callee.answer_after = float((arg or {}).get("after", 1.0)) if isinstance(arg, dict) else float(arg or 0)
             elif kind in INPUT_STEPS:
                 callee.steps.append((kind, arg))

@@ -75,7 +75,7 @@ def _capability_problems(library: Any, provider: str) -> list[Problem]:
     try:
         from voicecall.providers.base import provider_class
 
-        capabilities = provider_class(provider).capabilities
+        capabilities: frozenset[str] = getattr(provider_class(provider), "capabilities", frozenset())
     except (ImportError, KeyError):
         return []
     out: list[Problem] = []

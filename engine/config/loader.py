@@ -264,9 +264,10 @@ def _unwrap(file: str, parsed: Parsed, problems: list[Problem],
         config = {}
     messages = data.get("messages")
     tts = messages.get("tts") if isinstance(messages, dict) else None
-    for where, value in ((("messages",), messages), (("messages", "tts"), tts)):
+    located: tuple[tuple[tuple[str, ...], Any], ...] = ((("messages",), messages), (("messages", "tts"), tts))
+    for spot, value in located:
         if value is not None and not isinstance(value, dict):
-            problems.append(Problem(file, parsed.line(where), json_path(where),
+            problems.append(Problem(file, parsed.line(spot), json_path(spot),
                                     f"expected object, got {schema_pass.type_name(value)}"))
     doc = _Doc(file, parsed, (*prefix, "config"), tts)
     # Keep checking after an envelope error, so one run reports everything.

@@ -95,7 +95,7 @@ def _credentials(data: dict[str, Any]) -> list[Issue]:
         return []
     issues = []
     for path, env, what in CREDENTIALS.get(provider, []):
-        if not data.get(path[0], {}).get(path[1]):
+        if not data.get(str(path[0]), {}).get(path[1]):
             issues.append(Issue(path, f"provider {provider} needs {what}: set "
                                       f"{'.'.join(map(str, path))} or {env}", line_of=_PROVIDER))
     if provider == "telnyx" and not data["telnyx"].get("publicKey") \

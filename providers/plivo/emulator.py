@@ -104,8 +104,9 @@ class PlivoEmulator:
         for task in list(self._tasks.values()):
             await cancel_quietly(task)
         for call in {id(c): c for c in self.calls.values()}.values():
-            for task in (call.doc_task, *call.timers):
-                await cancel_quietly(task)
+            for pending in (call.doc_task, *call.timers):
+                if pending is not None:
+                    await cancel_quietly(pending)
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:

@@ -196,7 +196,7 @@ class TelnyxEmulator:
 
     async def _hangup_event(self, call: EmuCall) -> None:
         cause, source = call.pending_hangup or ("normal_clearing", "unknown")
-        body = {"data": {"record_type": "event", "event_type": "call.hangup", "id": str(uuid.uuid4()),
+        body: dict[str, Any] = {"data": {"record_type": "event", "event_type": "call.hangup", "id": str(uuid.uuid4()),
                          "occurred_at": _iso(self.now()),
                          "payload": {"call_control_id": call.ccid, "call_leg_id": call.leg_id,
                                      "call_session_id": call.session_id, "connection_id": call.connection_id,

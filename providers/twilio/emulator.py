@@ -99,8 +99,9 @@ class TwilioEmulator:
         for task in list(self._runners.values()):
             await cancel_quietly(task)
         for call in self.calls.values():
-            for task in (call.doc_task, *call.timers):
-                await cancel_quietly(task)
+            for pending in (call.doc_task, *call.timers):
+                if pending is not None:
+                    await cancel_quietly(pending)
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
