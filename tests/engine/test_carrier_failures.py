@@ -49,3 +49,7 @@ async def test_server_errors_on_hang_up_are_retried() -> None:
         await runtime.end(call_id)
         record = await runtime.wait_ended(call_id, 10)
         assert (record.state, record.end_reason) == ("hangup-bot", "hangup-bot")
+        call_path = f"/2010-04-01/Accounts/{harness.carrier.account_sid}/Calls/{record.provider_call_id}.json"
+        updates = [r for r in harness.carrier.requests if r == ("POST", call_path)]
+        assert len(updates) == 3                      # two 503s, then the hang-up that worked
+        assert (await harness.carrier.wait_ended(record.provider_call_id, 10))["status"] == "completed"
