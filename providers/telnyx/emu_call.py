@@ -158,9 +158,8 @@ class CallRunner:
     async def _play(self, kind: str, body: dict[str, Any]) -> None:
         call = self.call
         state = body.get("client_state") or call.client_state
-        if kind == "gather":
-            pass                             # no prompt: listening starts at once
-        elif kind in ("speak", "gather_using_speak"):
+        # A plain "gather" has no prompt: listening starts at once (below).
+        if kind in ("speak", "gather_using_speak"):
             text = str(body.get("payload", ""))
             call.log.append(LogEntry(self.emu.now(), "heard", text))
             duration = max(1, len(text.split())) * SECONDS_PER_WORD
@@ -172,7 +171,7 @@ class CallRunner:
             await self.emu.sleep(duration)
             if kind == "speak" and call.live:
                 await self.emu.emit(call, "call.speak.ended", client_state=state, status="completed")
-        else:
+        elif kind != "gather":
             url = str(body.get("audio_url", ""))
             call.log.append(LogEntry(self.emu.now(), "played", url))
             if kind == "playback_start":
