@@ -31,6 +31,7 @@ log = logging.getLogger("voicecall.engine")
 KEEPALIVE_SECONDS = 2
 REPLY_KEEPALIVE_SECONDS = 4
 HANGUP_CONFIRM_SECONDS = 30
+MAX_GOTO_CHAIN = 16
 APOLOGY = "Sorry, something went wrong on our side. Goodbye."
 FLOW_TIMER = "flow:"
 COMMAND_TIMER = "cmd:"
@@ -72,13 +73,12 @@ class CallEngine:
         if event.type in TURN_RESULTS and event.token != rec.turn:
             self._note(s, event, "dropped: stale turn token")
             return False
-        if event.provider_call_id and not rec.provider_call_id:
-            rec.provider_call_id = event.provider_call_id
         event = self._book(s, event)
         if event.type == "playback.done":
             self.playback_done(s, event.token)
         ctx = s.context(self.config, event.as_context())
-        fired = await s.machine.fire(s.model, event.type, ctx)
+        owner = event.data.get("timerOf")      # a timer fires only in the flow that armed it
+        fired = None if owner == "supervisor" else await s.machine.fire(s.model, event.type, ctx)
         awaited = s.waiter is not None and event.type in TURN_RESULTS
         if event.type in TURN_RESULTS:
             rec.turn = new_token()
@@ -91,14 +91,18 @@ class CallEngine:
             if event.is_rpc:
                 raise NotAcceptedInState(
                     f"{event.type[4:]} is not accepted while the call is {rec.state}", state=rec.state)
-            self._note(s, event, f"not handled in state {rec.state}")
+            if owner != "supervisor":
+                self._note(s, event, f"not handled in state {rec.state}")
         else:
             self._note(s, event, f"{fired.source} -> {fired.dest}")
             actions = list(fired.transition.do) if fired.transition else []
             await self._enter(s, fired.dest, actions, event)
         if awaited and s.waiter and not s.waiter.done():
             s.waiter.set_result(str(event.data.get("text") or event.data.get("digits") or ""))
-        await self._supervise(s, event)
+        if owner != "flow":
+            moved = await self._supervise(s, event)
+            if owner == "supervisor":
+                self._note(s, event, f"supervisor {moved}" if moved else "not handled by the supervisor")
         s.changed = True
         return True
 
@@ -136,7 +140,7 @@ class CallEngine:
 
     # ------------------------------------------------------------ states
 
-    async def _enter(self, s: Session, dest: str, actions: list[Any], event: Event | None) -> None:
+    async def _enter(self, s: Session, dest: str, actions: list[Any], event: Event | None, depth: int = 0) -> None:
         state = s.flow.states[dest]
         s.model.state = dest
         s.record.state = dest
@@ -161,8 +165,11 @@ class CallEngine:
             return
         target = goto or state.goto
         if target:
-            s.model.state = dest
-            await self._enter(s, target, [], event)
+            if depth >= MAX_GOTO_CHAIN:
+                log.error("call %s: %d gotos in a row without waiting (a loop?)", s.call_id, depth)
+                self._fail_render(s)
+                return
+            await self._enter(s, target, [], event, depth + 1)
 
     def _run_steps(self, s: Session, steps: list[Step], *, deliver: bool) -> str | None:
         """Engine steps run here; carrier steps go to the outbox. Returns a goto target."""
@@ -212,11 +219,13 @@ class CallEngine:
         s.record.say("bot", APOLOGY, self.clock.now())
         self._finish(s, "error", None)
 
-    async def _supervise(self, s: Session, event: Event) -> None:
+    async def _supervise(self, s: Session, event: Event) -> str | None:
+        """Feed the event to the supervisor flow; returns "a -> b" when it moved."""
         if s.supervisor is None or s.sup_model is None or (s.record.terminal and event.type != "call.ended"):
-            return
+            return None
         ctx = s.context(self.config, event.as_context(), s.sup_model.state)
         fired = await s.supervisor.fire(s.sup_model, event.type, ctx)
+        moved = f"{fired.source} -> {fired.dest}" if fired else None
         while fired is not None:
             state = s.supervisor.flow.states[fired.dest]
             s.record.supervisor_state = fired.dest
@@ -229,6 +238,7 @@ class CallEngine:
                 self._arm(s, SUPERVISOR_TIMER, state, ctx)
             goto = self._run_steps(s, [st for st in steps if st.kind not in CARRIER_STEPS], deliver=False)
             fired = await s.supervisor.goto(s.sup_model) if (goto or state.goto) else None
+        return moved
 
     # ------------------------------------------------------------ timers
 
@@ -249,7 +259,9 @@ class CallEngine:
             await self.clock.sleep(timer.due - self.clock.now())
             s.timers.pop(timer.name, None)
             s.record.timers = [t for t in s.record.timers if t is not timer]
-            await self.run(s, Event("timer." + timer.name.split(":", 1)[1]), via_request=False)
+            name = timer.name.partition(":")[2]
+            owner = "supervisor" if timer.name.startswith(SUPERVISOR_TIMER) else "flow"
+            await self.run(s, Event("timer." + name, {"timerOf": owner}), via_request=False)
 
         if old := s.timers.pop(timer.name, None):
             old.cancel()

@@ -52,6 +52,7 @@ def check(flow: Flow, data: Mapping[str, Any], report: Reporter) -> None:
     _check_templates(flow, declared, report)
     if not report.errors():
         _check_graph(flow, report)
+        _check_goto_loops(flow, report)
 
 
 def _at(report: Reporter, action: Action, message: str, warning: bool = False) -> None:
@@ -236,6 +237,20 @@ def _check_graph(flow: Flow, report: Reporter) -> None:
         elif (state.gathers or state.goto is None) and not _has_timeout_exit(flow, name):
             report.error(path, f"state {name!r} waits but has no timeout or hang-up exit (add an "
                          "'after' timer, a gather.timeout or a call.ended transition)")
+
+
+def _check_goto_loops(flow: Flow, report: Reporter) -> None:
+    """A chain of gotos that comes back to where it started never waits for the caller."""
+    reported: set[str] = set()
+    for start in flow.states:
+        chain, name = [start], flow.states[start].goto
+        while name is not None and name not in chain and flow.states[name].goto is not None:
+            chain.append(name)
+            name = flow.states[name].goto
+        if name == start and start not in reported:
+            reported.update(chain)
+            loop = " -> ".join([*chain, start])
+            report.error(("states", start), f"goto loop {loop}: these states never wait for the caller")
 
 
 def _check_results(flow: Flow, state: State, report: Reporter) -> None:

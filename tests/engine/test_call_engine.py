@@ -305,3 +305,39 @@ async def test_old_replay_keys_are_pruned_hourly(rig_factory, monkeypatch) -> No
         await asyncio.sleep(0.01)
     assert not await store.seen("mock:ancient")
     assert await store.seen("mock:recent")
+
+
+TIMED_FLOW = """
+flow: timed
+mode: conversation
+description: Waits five seconds with its own timer, named like the supervisor's.
+initial: initiated
+states:
+  initiated: {}
+  waiting:
+    do: [{say: "One moment."}, {pause: 100}]
+    after: [{seconds: 5, event: max_duration}]
+  wrapped:
+    do: [{say: "Done waiting."}, {hangup: {}}]
+  hangup-bot: {final: true}
+  timeout: {final: true}
+  completed: {final: true}
+transitions:
+  - {on: call.answered, from: initiated, to: waiting}
+  - {on: timer.max_duration, from: waiting, to: wrapped}
+  - {on: call.ended, from: "*", to: timeout, when: "event.reason == 'timeout'"}
+  - {on: call.ended, from: wrapped, to: hangup-bot}
+  - {on: call.ended, from: "*", to: completed}
+"""
+
+
+async def test_a_flow_timer_never_fires_the_supervisors_transition(rig_factory, tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "timed.yaml").write_text(TIMED_FLOW)
+    rig = await rig_factory(flows={"paths": [str(flows)]}, maxDurationSeconds=3600)
+    rig.carrier.set_callee("+15550001111", Callee.from_script([{"answer": {"after": 1}}]))
+    call_id = await rig.runtime.initiate(to="+15550001111", flow="timed")
+    record = await rig.runtime.wait_ended(call_id, 10)
+    assert (record.state, record.end_reason) == ("hangup-bot", "hangup-bot")
+    assert [t.text for t in record.transcript] == ["One moment.", "Done waiting."]
