@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicecall.providers.callee import Callee
+from voicecall.providers.emulation import Chaos as Chaos  # re-exported: tests and scenarios import it here
+from voicecall.providers.emulation import LogEntry
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 SEND_DIGITS = re.compile(r"[0-9*#wW]+")
@@ -26,28 +28,6 @@ FINAL_STATUS = {"busy": "busy", "no-answer": "no-answer", "failed": "failed", "c
 class CarrierFault(Exception):
     """The carrier cannot go on with a call (bad document, webhook error):
     like a real carrier it logs an application error and fails the call."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    at: float
-    kind: str          # request document heard said pressed dtmf played rest time-limit ended error
-    detail: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Chaos:
-    """Seeded misdelivery of status callbacks: twice, or one held past the next."""
-
-    seed: int
-    duplicate: float = 0.0
-    reorder: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("duplicate", "reorder"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"Chaos.{name} is a probability in [0, 1], got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,11 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import ClientError, web
 
 from voicecall.engine.security import mock_headers
 from voicecall.providers.callee import Callee
+from voicecall.providers.emulation import FarSide, RestServer
 from voicecall.providers.mock.calls import (
     E164,
     FINAL_STATUS,
@@ -49,7 +50,7 @@ WEBHOOK_TIMEOUT_S = 15.0          # carriers give up on a webhook after ~15 s (D
 DEFAULT_RING_TIMEOUT_S = 60
 
 
-class MockCarrier:
+class MockCarrier(FarSide):
     def __init__(self, *, secret: bytes, clock: Clock, default_callee: Callee | None = None,
                  chaos: Chaos | None = None, time_scale: float = 1.0):
         if time_scale <= 0:
@@ -64,8 +65,7 @@ class MockCarrier:
         self._answered_by: dict[str, str] = {}
         self._index = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
+        self._rest = RestServer()
         self.base_url = ""
 
     # -- lifecycle -------------------------------------------------------------------
@@ -75,13 +75,7 @@ class MockCarrier:
         app.router.add_post("/v1/calls", self._create)
         app.router.add_post("/v1/calls/{sid}", self._update)
         app.router.add_get("/v1/calls/{sid}", self._fetch)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self._session = ClientSession(timeout=ClientTimeout(total=WEBHOOK_TIMEOUT_S))
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = await self._rest.start(app, WEBHOOK_TIMEOUT_S)
         return self.base_url
 
     async def stop(self) -> None:
@@ -89,12 +83,7 @@ class MockCarrier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._rest.stop()
 
     async def __aenter__(self) -> MockCarrier:
         await self.start()
@@ -109,11 +98,7 @@ class MockCarrier:
         ``answered_by`` is what answering-machine detection reports for them."""
         if answered_by not in ANSWERED_BY:
             raise ValueError(f"answered_by must be one of {', '.join(ANSWERED_BY)}, got {answered_by!r}")
-        self._callees[to_number] = callee
-        self._answered_by[to_number] = answered_by
-
-    def log(self, sid: str) -> list[LogEntry]:
-        return list(self._call(sid).log)
+        super().set_callee(to_number, callee, answered_by=answered_by)
 
     async def wait_ended(self, sid: str, timeout: float = 5.0) -> MockCall:
         """Wait (real seconds) until the call ended and its last callback went out."""
@@ -134,9 +119,6 @@ class MockCarrier:
         return call.sid
 
     # -- what the driver uses --------------------------------------------------------
-    async def sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds * self.time_scale)
-
     def note(self, call: MockCall, kind: str, detail: Any) -> None:
         call.log.append(LogEntry(self.clock.now(), kind, detail))
 
@@ -214,12 +196,12 @@ class MockCarrier:
         return url, dumps(body), event
 
     async def _send(self, call: MockCall, url: str, body: bytes, event: str) -> tuple[int, str]:
-        if self._session is None:
+        if self._rest.session is None:
             raise RuntimeError("MockCarrier.start() was not called")
         # Signed at send time, as a real carrier does: a late delivery carries a late timestamp.
         headers = {"Content-Type": "application/json", **mock_headers(self.secret, body, self.clock.now())}
         try:
-            async with self._session.post(url, data=body, headers=headers) as resp:
+            async with self._rest.session.post(url, data=body, headers=headers) as resp:
                 status, text = resp.status, await resp.text()
         except (ClientError, TimeoutError) as exc:
             self.note(call, "request", {"type": _type_of(url), "event": event, "error": str(exc) or type(exc).__name__})

@@ -7,22 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicecall.providers.callee import Callee
+from voicecall.providers.emulation import LogEntry
+
+__all__ = ["TERMINAL", "AppError", "EmuCall", "Fetch", "LogEntry"]
 
 TERMINAL = frozenset({"completed", "busy", "failed", "no-answer", "timeout", "cancel"})
 
 
 class AppError(Exception):
     """Plivo cannot go on with the call's XML (bad document, fetch failure)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One line of a call's log, the mock carrier's shape: request document heard
-    said pressed dtmf played stream rest ended error time-limit."""
-
-    at: float
-    kind: str
-    detail: Any = None
 
 
 @dataclass

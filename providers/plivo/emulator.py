@@ -15,23 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import json
-import random
 import re
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from voicecall.engine.clock import Clock, RealClock
 from voicecall.providers.callee import Callee
-from voicecall.providers.plivo.calls import AppError, EmuCall, Fetch, LogEntry
-from voicecall.providers.plivo.runner import CallRunner, cancel_quietly
+from voicecall.providers.emulation import (
+    Chaos,
+    FarSide,
+    LogEntry,
+    RestServer,
+    basic_auth,
+    cancel_quietly,
+    coerce_chaos,
+    with_type,
+)
+from voicecall.providers.plivo.calls import AppError, EmuCall, Fetch
+from voicecall.providers.plivo.runner import CallRunner
 
 __all__ = ["Chaos", "LogEntry", "PlivoEmulator"]
 
@@ -40,22 +47,7 @@ WEBHOOK_TIMEOUT_S = 15.0
 _NUMBER = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 
 
-@dataclass
-class Chaos:
-    """Seeded misbehaviour of callbacks: duplicates and swapped order."""
-
-    seed: int = 0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-
-    def roll(self, probability: float) -> bool:
-        return self._rng.random() < probability
-
-
-class PlivoEmulator:
+class PlivoEmulator(FarSide):
     def __init__(self, auth_id: str, auth_token: str, *, clock: Clock | None = None,
                  default_callee: Callee | None = None, chaos: Chaos | Mapping[str, Any] | Any = None,
                  time_scale: float = 1.0):
@@ -65,9 +57,9 @@ class PlivoEmulator:
             raise ValueError(f"time_scale must be positive, got {time_scale!r}")
         self.auth_id = auth_id
         self._token = auth_token
-        self._clock: Clock = clock or RealClock()
+        self.clock: Clock = clock or RealClock()
         self._default_callee = default_callee
-        self.chaos = _chaos(chaos)
+        self.chaos = coerce_chaos(chaos)
         self.time_scale = time_scale
         self._callees: dict[str, Callee] = {}
         self._answered_by: dict[str, str] = {}
@@ -75,14 +67,12 @@ class PlivoEmulator:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._fail_next: list[tuple[int, str]] = []
         self.requests: list[tuple[str, str]] = []     # (method, path) of every REST request
-        self._runner: Any = None
-        self._session: Any = None
+        self._rest = RestServer()
         self.base_url = ""
 
     # -- public API -----------------------------------------------------------
 
     async def start(self) -> str:
-        import aiohttp
         from aiohttp import web
 
         app = web.Application()
@@ -92,12 +82,7 @@ class PlivoEmulator:
         app.router.add_delete(account + "/Call/{uuid}/", self._hangup)
         app.router.add_get(account + "/Call/{uuid}/", self._get)
         app.router.add_delete(account + "/Request/{uuid}/", self._cancel)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.base_url = await self._rest.start(app, WEBHOOK_TIMEOUT_S)
         return self.base_url
 
     async def stop(self) -> None:
@@ -107,18 +92,10 @@ class PlivoEmulator:
             for pending in (call.doc_task, *call.timers):
                 if pending is not None:
                     await cancel_quietly(pending)
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._rest.stop()
 
-    def set_callee(self, to: str, callee: Callee, *, answered_by: str = "human") -> None:
-        """Who answers calls to ``to``; ``answered_by`` (human/machine) is what detection reports."""
-        self._callees[_digits(to)] = callee
-        self._answered_by[_digits(to)] = answered_by
-
-    def answered_by(self, to: str) -> str:
-        return self._answered_by.get(_digits(to), "human")
+    def number_key(self, number: str) -> str:
+        return _digits(number)     # Plivo's spelling: digits, no '+'
 
     def fail_next(self, count: int = 1, status: int = 500, message: str = "internal server error") -> None:
         """The next ``count`` REST requests get an HTTP ``status`` error (retry tests)."""
@@ -130,7 +107,7 @@ class PlivoEmulator:
         (Direction=inbound). Its hangup URL is ``<webhook_url>?type=hangup`` as
         an operator configures it; ``hangup_url=""`` for an application without one."""
         if hangup_url is None:
-            hangup_url = _with_type(webhook_url, "hangup")
+            hangup_url = with_type(webhook_url, "hangup")
         call = EmuCall(call_uuid=str(uuid.uuid4()), request_uuid=str(uuid.uuid4()), to=_digits(to),
                        from_=_digits(from_), direction="inbound", callee=callee or Callee(),
                        answer=Fetch(webhook_url, "POST", {"Event": "StartApp"}, "voice"),
@@ -138,19 +115,10 @@ class PlivoEmulator:
         self._launch(call)
         return call.call_uuid
 
-    def log(self, call_uuid: str) -> list[LogEntry]:
-        return list(self.calls[call_uuid].log)
-
     async def wait_ended(self, call_uuid: str, timeout: float = 10.0) -> dict[str, Any]:
         call = self.calls[call_uuid]
         await asyncio.wait_for(call.ended.wait(), timeout)
         return self._call_json(call)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._clock.sleep(seconds * self.time_scale)
-
-    def now(self) -> float:
-        return self._clock.now()
 
     async def post(self, url: str, params: Mapping[str, str], method: str = "POST") -> tuple[int, str]:
         """A webhook request as Plivo sends it: form POST (or GET), V3 and V2 signed."""
@@ -178,7 +146,7 @@ class PlivoEmulator:
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            async with self._session.request(method, target, data=body, headers=headers) as resp:
+            async with self._rest.session.request(method, target, data=body, headers=headers) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AppError(f"webhook {url} failed: {type(exc).__name__}") from None
@@ -214,7 +182,7 @@ class PlivoEmulator:
         digits = _digits(to)
         call = EmuCall(call_uuid=str(uuid.uuid4()), request_uuid=str(uuid.uuid4()), to=digits,
                        from_=_digits(from_), direction="outbound",
-                       callee=self._callees.get(digits) or self._default_callee or Callee(),
+                       callee=self.callee_for(digits),
                        answer=Fetch(str(body["answer_url"]), str(body.get("answer_method", "POST")).upper(),
                                     {"Event": "StartApp"}, "voice"),
                        hangup_url=urls["hangup_url"], ring_url=urls["ring_url"],
@@ -283,13 +251,12 @@ class PlivoEmulator:
     def _refuse(self, request: Any) -> Any:
         """HTTP Basic auth against the account, then any injected failure."""
         self.requests.append((request.method, request.path))
-        user, password = _basic(request.headers.get("Authorization", ""))
+        user, password = basic_auth(request.headers.get("Authorization", ""))
         if (user != self.auth_id or not secrets.compare_digest(password, self._token)
                 or request.match_info["auth_id"] != self.auth_id):
             return _error(401, "authentication failed")
-        if self._fail_next:
-            return _error(*self._fail_next.pop(0))
-        return None
+        failure = self._injected_failure()
+        return None if failure is None else _error(*failure)
 
     def _launch(self, call: EmuCall) -> None:
         self.calls[call.call_uuid] = self.calls[call.request_uuid] = call
@@ -299,16 +266,6 @@ class PlivoEmulator:
         return {"api_id": _api_id(), "call_uuid": call.call_uuid, "request_uuid": call.request_uuid,
                 "call_status": call.status, "direction": call.direction, "from": call.from_, "to": call.to,
                 "hangup_cause_name": call.hangup_cause or None}
-
-
-def _chaos(spec: Any) -> Chaos:
-    """A Chaos from ours, a mapping, or any object with seed/duplicate/reorder (the mock carrier's)."""
-    if spec is None or isinstance(spec, Chaos):
-        return spec or Chaos()
-    if isinstance(spec, Mapping):
-        return Chaos(**dict(spec))
-    return Chaos(int(getattr(spec, "seed", 0)), float(getattr(spec, "duplicate", 0.0)),
-                 float(getattr(spec, "reorder", 0.0)))
 
 
 def _digits(number: str) -> str:
@@ -327,23 +284,6 @@ def _possible(number: str) -> bool:
         return bool(phonenumbers.is_possible_number(phonenumbers.parse("+" + _digits(number))))
     except phonenumbers.NumberParseException:
         return False
-
-
-def _with_type(url: str, type_: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "type"]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*query, ("type", type_)]), ""))
-
-
-def _basic(header: str) -> tuple[str, str]:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return "", ""
-    try:
-        user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    return user, password
 
 
 async def _json_body(request: Any) -> dict[str, Any] | None:

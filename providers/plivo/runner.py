@@ -8,12 +8,12 @@ call, and a transfer replaces whatever document was running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 from voicecall.providers.callee import ScriptError
+from voicecall.providers.emulation import deliver_in_order
 from voicecall.providers.plivo.calls import AppError, EmuCall, Fetch
 
 if TYPE_CHECKING:
@@ -145,27 +145,12 @@ class CallRunner:
 
     async def _send_callbacks(self) -> None:
         """ring/machine/hangup callbacks in order, unless chaos doubles or swaps them (seeded)."""
-        call, chaos = self.call, self.emu.chaos
-        held: tuple[str, str, dict[str, str]] | None = None
-        while True:
-            item = await call.callbacks.get()
-            if item is None:
-                if held is not None:
-                    await self._post_callback(held)
-                break
-            if chaos.reorder and held is None and chaos.roll(chaos.reorder):
-                held = item          # delivered after the next one
-                continue
-            await self._post_callback(item)
-            if held is not None:
-                await self._post_callback(held)
-                held = None
-        call.ended.set()
+        await deliver_in_order(self.call.callbacks, self.emu.chaos, self._post_callback)
+        self.call.ended.set()
 
     async def _post_callback(self, item: tuple[str, str, dict[str, str]]) -> None:
         kind, url, params = item
-        chaos = self.emu.chaos
-        for _ in range(2 if chaos.duplicate and chaos.roll(chaos.duplicate) else 1):
+        for _ in range(self.emu.chaos.copies()):
             try:
                 status, _ = await self.emu.post(url, params)
                 self.note("request", {"type": kind, "event": params["CallStatus"], "status": status})
@@ -336,10 +321,3 @@ def _int(raw: str | None, default: int) -> int:
         return int(raw)
     except ValueError:
         raise AppError(f"invalid XML: {raw[:20]!r} is not a whole number") from None
-
-
-async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
-    if task is not None and not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

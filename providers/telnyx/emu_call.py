@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from voicecall.providers.callee import Callee
+from voicecall.providers.emulation import LogEntry
 
 if TYPE_CHECKING:
     from voicecall.providers.telnyx.emulator import TelnyxEmulator
@@ -24,15 +25,6 @@ PLAYBACK_S = 2.0                 # an audio file's length: the emulator fetches 
 AMD_S = 2.0                      # time answering-machine detection takes after the answer
 RING_PATIENCE_S = 30.0           # an inbound caller waits this long for an answer
 NEEDS = {"say": "speech", "digits": "dtmf"}
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """Same shape as the mock carrier's: request command heard played said pressed dtmf ended error."""
-
-    at: float
-    kind: str
-    detail: Any = None
 
 
 @dataclass(eq=False)

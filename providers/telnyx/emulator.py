@@ -27,7 +27,6 @@ import random
 import secrets
 import uuid
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from voicecall.engine.clock import Clock, RealClock
 from voicecall.providers.callee import Callee
-from voicecall.providers.telnyx.emu_call import CallRunner, EmuCall, LogEntry, cancel_quietly
+from voicecall.providers.emulation import Chaos, FarSide, LogEntry, RestServer, coerce_chaos
+from voicecall.providers.telnyx.emu_call import CallRunner, EmuCall, cancel_quietly
 from voicecall.providers.telnyx.emu_rest import (
     AUTH_FAILED,
     E164,
@@ -46,20 +46,13 @@ from voicecall.providers.telnyx.emu_rest import (
 )
 from voicecall.providers.telnyx.signature import public_key_b64, signed_headers
 
+__all__ = ["Chaos", "LogEntry", "TelnyxEmulator"]
+
 WEBHOOK_TIMEOUT_S = 10.0
 MEDIA = frozenset({"speak", "playback_start", "gather_using_speak", "gather_using_audio", "gather"})
 
 
-@dataclass(frozen=True, slots=True)
-class Chaos:
-    """Seeded misdelivery of events: twice, or held back past the next one."""
-
-    seed: int = 0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-
-
-class TelnyxEmulator:
+class TelnyxEmulator(FarSide):
     def __init__(self, api_key: str, *, clock: Clock | None = None, default_callee: Callee | None = None,
                  chaos: Chaos | Mapping[str, Any] | Any = None, time_scale: float = 1.0):
         """``clock``: shared with the runtime in simulations; every emulated duration
@@ -69,45 +62,35 @@ class TelnyxEmulator:
         self._api_key = api_key
         self.clock: Clock = clock or RealClock()
         self.default_callee = default_callee or Callee()
-        self.chaos = _chaos(chaos)
+        self.chaos = coerce_chaos(chaos)
         self.time_scale = time_scale
         self._private_key = Ed25519PrivateKey.generate()
         self.public_key_b64 = public_key_b64(self._private_key)
         self.calls: dict[str, EmuCall] = {}
         self.requests: list[dict[str, Any]] = []      # every REST request: method, path, command_id
-        self._callees: dict[str, tuple[Callee, str]] = {}
+        self._callees: dict[str, Callee] = {}
+        self._answered_by: dict[str, str] = {}
         self._fail_next: list[tuple[int, bool]] = []
         self._tasks: dict[str, set[asyncio.Task[Any]]] = {}
         self._count = 0
-        self._runner: Any = None
-        self._session: Any = None
+        self._rest = RestServer()
         self.base_url = ""
 
     # -- lifecycle and what tests use ---------------------------------------------------
     async def start(self) -> str:
-        import aiohttp
         from aiohttp import web
 
         app = web.Application()
         app.router.add_post("/v2/calls", self._dial)
         app.router.add_post("/v2/calls/{ccid}/actions/{name}", self._command)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.base_url = await self._rest.start(app, WEBHOOK_TIMEOUT_S)
         return self.base_url
 
     async def stop(self) -> None:
         for tasks in self._tasks.values():
             for task in list(tasks):
                 await cancel_quietly(task)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._rest.stop()
 
     def settings(self, connection_id: str = "emulator-connection") -> dict[str, str]:
         """The ``telnyx`` settings block that points a runtime at this emulator (after ``start``)."""
@@ -115,10 +98,6 @@ class TelnyxEmulator:
             raise RuntimeError("TelnyxEmulator.start() was not called")
         return {"apiKey": self._api_key, "connectionId": connection_id, "publicKey": self.public_key_b64,
                 "apiBaseUrl": self.base_url}
-
-    def set_callee(self, to: str, callee: Callee, *, answered_by: str = "human") -> None:
-        """Who answers calls to ``to`` (each call gets a copy); ``answered_by`` is the AMD result."""
-        self._callees[to] = (callee, answered_by)
 
     def fail_next(self, count: int = 1, status: int = 500, *, executed: bool = False) -> None:
         """The next ``count`` REST requests answer HTTP ``status``; ``executed``: after running
@@ -135,9 +114,6 @@ class TelnyxEmulator:
         self.spawn(call, CallRunner(self, call).inbound())
         return call.ccid
 
-    def log(self, ccid: str) -> list[LogEntry]:
-        return list(self._call(ccid).log)
-
     async def wait_ended(self, ccid: str, timeout: float = 10.0) -> EmuCall:
         """Wait (real seconds) until the call ended and its ``call.hangup`` went out."""
         call = self._call(ccid)
@@ -145,12 +121,6 @@ class TelnyxEmulator:
         return call
 
     # -- what calls use -------------------------------------------------------------------
-    async def sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds * self.time_scale)
-
-    def now(self) -> float:
-        return self.clock.now()
-
     def spawn(self, call: EmuCall, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         tasks = self._tasks.setdefault(call.ccid, set())
@@ -233,7 +203,7 @@ class TelnyxEmulator:
         headers = {"Content-Type": "application/json", "User-Agent": "telnyx-webhooks",
                    **signed_headers(self._private_key, int(self.now()), body)}
         try:
-            async with self._session.post(url, data=body, headers=headers) as resp:
+            async with self._rest.session.post(url, data=body, headers=headers) as resp:
                 status = resp.status
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -254,7 +224,7 @@ class TelnyxEmulator:
         except CommandRefused as exc:
             return _refusal(exc)
         to = body["to"]
-        callee, answered_by = self._callees.get(to, (self.default_callee, "human"))
+        callee, answered_by = self._callees.get(to, self.default_callee), self.answered_by(to)
         call = self._new_call("outgoing", body["from"], to, body["connection_id"], body["webhook_url"],
                               copy.deepcopy(callee))
         call.client_state = body.get("client_state")
@@ -380,15 +350,4 @@ def _refusal(exc: CommandRefused) -> Any:
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _chaos(spec: Any) -> Chaos:
-    """A Chaos from ours, a mapping, or any object with ``seed``/``duplicate``/``reorder``
-    (the mock carrier's), so one scenario option drives every carrier."""
-    if spec is None or isinstance(spec, Chaos):
-        return spec or Chaos()
-    if isinstance(spec, Mapping):
-        return Chaos(**dict(spec))
-    return Chaos(int(getattr(spec, "seed", 0)), float(getattr(spec, "duplicate", 0.0)),
-                 float(getattr(spec, "reorder", 0.0)))
 

@@ -8,28 +8,27 @@ Call execution lives in ``twiml_runner.py``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import random
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.engine.clock import Clock, RealClock
 from voicecall.providers.callee import Callee
-from voicecall.providers.twilio.twiml_runner import (
-    AppError,
-    CallRunner,
-    EmuCall,
-    Fetch,
+from voicecall.providers.emulation import (
+    Chaos,
+    FarSide,
     LogEntry,
+    RestServer,
+    basic_auth,
     cancel_quietly,
-    form_body,
+    coerce_chaos,
+    with_type,
 )
+from voicecall.providers.twilio.twiml_runner import AppError, CallRunner, EmuCall, Fetch, form_body
+
+__all__ = ["Chaos", "LogEntry", "TwilioEmulator"]
 
 API = "/2010-04-01/Accounts/{account}"
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -38,22 +37,7 @@ WEBHOOK_TIMEOUT_S = 15.0     # Twilio gives a webhook about 15 s
 STATUS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 
 
-@dataclass
-class Chaos:
-    """Seeded misbehaviour of status callbacks: duplicates and swapped order."""
-
-    seed: int = 0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-
-    def roll(self, probability: float) -> bool:
-        return self._rng.random() < probability
-
-
-class TwilioEmulator:
+class TwilioEmulator(FarSide):
     def __init__(self, account_sid: str, auth_token: str, *, default_callee: Callee | None = None,
                  chaos: Chaos | Mapping[str, Any] | Any = None, time_scale: float = 1.0,
                  clock: Clock | None = None):
@@ -62,23 +46,21 @@ class TwilioEmulator:
         self.account_sid = account_sid
         self._token = auth_token
         self._default_callee = default_callee
-        self.chaos = _chaos(chaos)
+        self.chaos = coerce_chaos(chaos)
         self.time_scale = time_scale
-        self._clock: Clock = clock or RealClock()
+        self.clock: Clock = clock or RealClock()
         self._callees: dict[str, Callee] = {}
         self._answered_by: dict[str, str] = {}
         self.calls: dict[str, EmuCall] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._fail_next: list[tuple[int, int, str]] = []
         self.requests: list[tuple[str, str]] = []      # (method, path) of every REST request
-        self._runner: Any = None
-        self._session: Any = None
+        self._rest = RestServer()
         self.base_url = ""
 
     # -- public API -----------------------------------------------------------
 
     async def start(self) -> str:
-        import aiohttp
         from aiohttp import web
 
         app = web.Application()
@@ -86,13 +68,7 @@ class TwilioEmulator:
         app.router.add_post(calls + ".json", self._create)
         app.router.add_post(calls + "/{sid}.json", self._update)
         app.router.add_get(calls + "/{sid}.json", self._fetch)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = await self._rest.start(app, WEBHOOK_TIMEOUT_S)
         return self.base_url
 
     async def stop(self) -> None:
@@ -102,15 +78,7 @@ class TwilioEmulator:
             for pending in (call.doc_task, *call.timers):
                 if pending is not None:
                     await cancel_quietly(pending)
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def set_callee(self, to: str, callee: Callee, *, answered_by: str = "human") -> None:
-        """Who answers calls to ``to``; ``answered_by`` is what AMD reports (``machine_start`` …)."""
-        self._callees[to] = callee
-        self._answered_by[to] = answered_by
+        await self._rest.stop()
 
     def fail_next(self, count: int = 1, status: int = 500, message: str = "Internal Server Error") -> None:
         """The next ``count`` REST requests get an HTTP ``status`` error (retry tests)."""
@@ -124,7 +92,7 @@ class TwilioEmulator:
         configures it (DESIGN §8); pass ``status_callback=""`` for a number without one.
         """
         if status_callback is None:
-            status_callback = _with_type(webhook_url, "status")
+            status_callback = with_type(webhook_url, "status")
         call = EmuCall(sid=_sid(), to=to, from_=from_, direction="inbound", created=self.now(),
                        callee=callee or Callee(), first=Fetch(webhook_url, "POST"),
                        status_callback=status_callback or None,
@@ -132,19 +100,10 @@ class TwilioEmulator:
         self._launch(call)
         return call.sid
 
-    def log(self, sid: str) -> list[LogEntry]:
-        return list(self.calls[sid].log)
-
     async def wait_ended(self, sid: str, timeout: float = 10.0) -> dict[str, Any]:
         call = self.calls[sid]
         await asyncio.wait_for(call.ended.wait(), timeout)
         return self._call_json(call)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._clock.sleep(seconds * self.time_scale)
-
-    def now(self) -> float:
-        return self._clock.now()
 
     async def post(self, url: str, method: str, params: dict[str, str]) -> tuple[int, str]:
         """A signed webhook request to ``url``, as Twilio sends it."""
@@ -164,7 +123,7 @@ class TwilioEmulator:
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            async with self._session.request(method, target, data=body, headers=headers) as resp:
+            async with self._rest.session.request(method, target, data=body, headers=headers) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AppError(11200, f"HTTP retrieval failure: {type(exc).__name__} for {url}") from None
@@ -201,12 +160,12 @@ class TwilioEmulator:
             return _error(400, 20001, "Timeout and TimeLimit must be whole numbers.")
         first = (Fetch(twiml=twiml, origin="inline") if twiml is not None
                  else Fetch(url, form.get("Method", "POST").upper()))
-        callee = self._callees.get(to) or self._default_callee or Callee()
+        callee = self.callee_for(to)
         call = EmuCall(sid=_sid(), to=to, from_=from_, direction="outbound-api", callee=callee, created=self.now(),
                        first=first, status_callback=form.get("StatusCallback"), status_events=events,
                        timeout=timeout, time_limit=time_limit, send_digits=form.get("SendDigits"),
                        machine_detection=form.get("MachineDetection"),
-                       answered_by=self._answered_by.get(to, "human"))
+                       answered_by=self.answered_by(to))
         call.note(self.now(), "rest", {"create": {k: form.getall(k) for k in sorted(set(form.keys()))}})
         self._launch(call)
         return _json(201, self._call_json(call))
@@ -250,14 +209,12 @@ class TwilioEmulator:
     def _refuse(self, request: Any) -> Any:
         """HTTP Basic auth against the account, then any injected failure."""
         self.requests.append((request.method, request.path))
-        user, password = _basic(request.headers.get("Authorization", ""))
+        user, password = basic_auth(request.headers.get("Authorization", ""))
         if (user != self.account_sid or not secrets.compare_digest(password, self._token)
                 or request.match_info["account"] != self.account_sid):
             return _error(401, 20003, "Authenticate")
-        if self._fail_next:
-            status, code, message = self._fail_next.pop(0)
-            return _error(status, code, message)
-        return None
+        failure = self._injected_failure()
+        return None if failure is None else _error(*failure)
 
     def _launch(self, call: EmuCall) -> None:
         self.calls[call.sid] = call
@@ -280,23 +237,6 @@ class TwilioEmulator:
         }
 
 
-def _chaos(spec: Any) -> Chaos:
-    """A Chaos from ours, a mapping, or any object with ``seed``/``duplicate``/``reorder``
-    (the mock carrier's), so one scenario option drives every carrier."""
-    if spec is None or isinstance(spec, Chaos):
-        return spec or Chaos()
-    if isinstance(spec, Mapping):
-        return Chaos(**dict(spec))
-    return Chaos(int(getattr(spec, "seed", 0)), float(getattr(spec, "duplicate", 0.0)),
-                 float(getattr(spec, "reorder", 0.0)))
-
-
-def _with_type(url: str, type_: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "type"]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*query, ("type", type_)]), ""))
-
-
 def _possible_number(number: str) -> bool:
     """E.164 and a plausible length for its country, as Twilio checks before dialing."""
     import phonenumbers
@@ -311,17 +251,6 @@ def _possible_number(number: str) -> bool:
 
 def _sid() -> str:
     return "CA" + secrets.token_hex(16)
-
-
-def _basic(header: str) -> tuple[str, str]:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return "", ""
-    try:
-        user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    return user, password
 
 
 def _json(status: int, body: dict[str, Any]) -> Any:

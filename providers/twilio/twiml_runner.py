@@ -7,7 +7,6 @@ falls through, an unknown verb is an application error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import xml.etree.ElementTree as ET
@@ -17,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from voicecall.providers.callee import Callee, ScriptError
+from voicecall.providers.emulation import LogEntry, cancel_quietly, deliver_in_order
+
+__all__ = ["AppError", "CallRunner", "EmuCall", "Fetch", "LogEntry", "cancel_quietly", "form_body"]
 
 if TYPE_CHECKING:
     from voicecall.providers.twilio.emulator import TwilioEmulator
@@ -38,17 +40,6 @@ class AppError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One line of a call's log; the same shape as the mock carrier's, so the
-    scenario runner reads both: heard said pressed dtmf played document
-    request rest ended error time-limit (and a few Twilio-only kinds)."""
-
-    at: float
-    kind: str
-    detail: Any = None
 
 
 @dataclass
@@ -224,27 +215,12 @@ class CallRunner:
 
     async def _send_callbacks(self) -> None:
         """Status callbacks in order, unless chaos duplicates or swaps them (seeded)."""
-        call, chaos = self.call, self.emu.chaos
-        held: dict[str, str] | None = None
-        while True:
-            item = await call.callbacks.get()
-            if item is None:
-                if held is not None:
-                    await self._post_callback(held)
-                break
-            if chaos.reorder and held is None and chaos.roll(chaos.reorder):
-                held = item          # delivered after the next one
-                continue
-            await self._post_callback(item)
-            if held is not None:
-                await self._post_callback(held)
-                held = None
-        call.ended.set()
+        await deliver_in_order(self.call.callbacks, self.emu.chaos, self._post_callback)
+        self.call.ended.set()
 
     async def _post_callback(self, params: dict[str, str]) -> None:
         assert self.call.status_callback
-        times = 2 if self.emu.chaos.duplicate and self.emu.chaos.roll(self.emu.chaos.duplicate) else 1
-        for _ in range(times):
+        for _ in range(self.emu.chaos.copies()):
             try:
                 status, _ = await self.emu.post(self.call.status_callback, "POST", params)
                 self.note("request", {"type": _type_of(self.call.status_callback), "event": params["CallStatus"],
@@ -454,10 +430,3 @@ def _int(raw: str | None, default: int) -> int:
 
 def form_body(params: dict[str, str]) -> bytes:
     return urlencode(params).encode("utf-8")
-
-
-async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
-    if task is not None and not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
