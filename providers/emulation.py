@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from voicecall.providers.callee import Callee
+from voicecall.providers.callee import Callee, Response, ScriptError
 
 if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
     from voicecall.engine.clock import Clock
 
 T = TypeVar("T")
+SECONDS_PER_WORD = 0.3           # how long the emulated speech of one word takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,176 @@ class FarSide:
         """The next failure queued by ``fail_next``, or None."""
         return self._fail_next.pop(0) if self._fail_next else None
 
+
+
+class DocumentRunner:
+    """The skeleton the XML document carriers (Twilio, Plivo) share for one call:
+    callbacks, answering, the time limit, and fetching then executing documents
+    verb by verb until one hands over the next or the call ends.
+
+    A carrier subclass sets ``APP_ERROR`` (its application error) and
+    ``ANSWERS_WITHOUT`` (the one verb that leaves an inbound call unanswered), and
+    supplies ``_inbound``/``_outbound``, ``_load``, ``_verb``, ``_post_callback``,
+    ``_say_loops`` and how it ends a call (``end_normally``, ``end_failed``, ``_mark_answered``,
+    ``_time_limit_reached``, ``_app_failed``). The call needs ``direction``,
+    ``live``, ``answered_at``, ``time_limit``, ``timers``, ``doc_task``,
+    ``callbacks``, ``ended``, ``callee`` and ``note``.
+    """
+
+    APP_ERROR: type[Exception] = Exception
+    ANSWERS_WITHOUT = ""
+
+    def __init__(self, emulator: Any, call: Any):
+        self.emu = emulator
+        self.call = call
+
+    def note(self, kind: str, detail: Any = None) -> None:
+        self.call.note(self.emu.now(), kind, detail)
+
+    # -- what a carrier supplies -------------------------------------------------
+    async def _inbound(self) -> None:
+        raise NotImplementedError
+
+    async def _outbound(self) -> None:
+        raise NotImplementedError
+
+    async def _load(self, source: Any) -> ET.Element:
+        raise NotImplementedError
+
+    async def _verb(self, verb: ET.Element, doc_url: Any) -> Any:
+        """Execute one verb; a returned source is the call's next document."""
+        raise NotImplementedError
+
+    async def _post_callback(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def end_normally(self) -> None:
+        """End an answered call the ordinary way (a hang-up, a document that ran out)."""
+        raise NotImplementedError
+
+    def end_failed(self) -> None:
+        raise NotImplementedError
+
+    def _mark_answered(self) -> None:
+        raise NotImplementedError
+
+    def _time_limit_reached(self) -> None:
+        raise NotImplementedError
+
+    def _app_failed(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_callbacks())
+        try:
+            if self.call.direction == "inbound":
+                await self._inbound()
+            else:
+                await self._outbound()
+            await self.call.ended.wait()
+        except asyncio.CancelledError:
+            self.end_normally()
+            raise
+        except Exception as exc:        # a bug or a bad script must end the call, not hang a test
+            self.note("error", f"emulator: {type(exc).__name__}: {exc}")
+            self.end_failed()
+        finally:
+            await sender
+
+    def answer(self) -> None:
+        call = self.call
+        if not call.live or call.answered_at is not None:
+            return
+        call.answered_at = self.emu.now()
+        self._mark_answered()
+        if call.time_limit:
+            call.timers.append(asyncio.create_task(self._time_limit(call.time_limit)))
+
+    async def _time_limit(self, seconds: int) -> None:
+        await self.emu.sleep(seconds)
+        if self.call.live:
+            self.note("time-limit", seconds)
+            self._time_limit_reached()
+
+    def replace(self, source: Any) -> None:
+        """Run ``source`` now, dropping whatever document was running (REST update, transfer)."""
+        old = self.call.doc_task
+        if old is not None and old is not asyncio.current_task():
+            old.cancel()
+        self.call.doc_task = asyncio.create_task(self._documents(source))
+
+    async def _send_callbacks(self) -> None:
+        """Callbacks in order, unless chaos doubles or swaps them (seeded); then the call is over."""
+        await deliver_in_order(self.call.callbacks, self.emu.chaos, self._post_callback)
+        self.call.ended.set()
+
+    # -- documents ---------------------------------------------------------------
+    async def _documents(self, source: Any) -> None:
+        call = self.call
+        try:
+            while source is not None and call.live:
+                root = await self._load(source)
+                source = await self._execute(root, source.url)
+            self._ran_out()
+        except self.APP_ERROR as exc:
+            self._app_failed(exc)
+        except ScriptError as exc:
+            self.note("error", f"callee script: {exc}")
+            self.end_failed()
+
+    def _ran_out(self) -> None:
+        """The last document ran out: the carrier hangs up."""
+        if self.call.live:
+            self.note("document-ended")
+            self.end_normally()
+
+    async def _execute(self, root: ET.Element, doc_url: Any) -> Any:
+        for verb in list(root):
+            if not self.call.live:
+                return None
+            if verb.tag != self.ANSWERS_WITHOUT and self.call.answered_at is None:
+                self.answer()           # any other verb answers an inbound call
+            nxt = await self._verb(verb, doc_url)
+            if nxt is not None or not self.call.live:
+                return nxt
+        return None
+
+    # -- what the callee hears and answers -------------------------------------------
+    async def _play(self, verb: ET.Element, loops: int) -> None:
+        self.note("played", (verb.text or "").strip())
+        await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
+
+    def _say_loops(self, verb: ET.Element) -> int:
+        """How many times a speech verb repeats (read after the callee heard it once)."""
+        raise NotImplementedError
+
+    async def _speak(self, verb: ET.Element) -> None:
+        call = self.call
+        text = (verb.text or "").strip()
+        self.note("heard", text)
+        call.callee.heard.append(text)
+        words = max(1, len(text.split())) * self._say_loops(verb)
+        if call.callee.hangs_up_during_say():
+            await self.emu.sleep(SECONDS_PER_WORD * words / 2)
+            self.note("hangup", "callee")
+            self.end_normally()
+            return
+        await self.emu.sleep(SECONDS_PER_WORD * words)
+
+    async def _await_answer(self, input_: str, timeout: int) -> Response:
+        """The callee's answer to a gather; on ``hangup`` the call is over, on
+        ``silence`` the gather has timed out."""
+        answer = self.call.callee.at_gather(input_)
+        if answer.wait:
+            await self.emu.sleep(answer.wait)
+        if answer.kind == "hangup":
+            self.note("hangup", "callee")
+            self.end_normally()
+        elif answer.kind == "silence":
+            await self.emu.sleep(timeout)
+            self.note("gather-timeout")
+        return answer
 
 async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
     if task is not None and not task.done():

@@ -9,52 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
 
-from voicecall.providers.callee import ScriptError
-from voicecall.providers.emulation import deliver_in_order
+from voicecall.providers.emulation import DocumentRunner, type_of
 from voicecall.providers.plivo.calls import AppError, EmuCall, Fetch
 
 if TYPE_CHECKING:
     from voicecall.providers.plivo.emulator import PlivoEmulator
 
-SECONDS_PER_WORD = 0.3
 # Elements Plivo knows (plivoxml's Response nestables) that this emulator does not play.
 UNSUPPORTED = frozenset({"Conference", "Dial", "GetDigits", "Message", "PreAnswer", "Record", "MultiPartyCall"})
 PLAYED = frozenset({"Speak", "Play", "Wait", "GetInput", "Hangup", "Redirect", "DTMF", "Stream"})
 PROMPT = frozenset({"Speak", "Play", "Wait"})       # what GetInput may hold
 
 
-class CallRunner:
+class CallRunner(DocumentRunner):
     """Drives one EmuCall against our webhook, on the emulator's scaled clock."""
 
-    def __init__(self, emulator: PlivoEmulator, call: EmuCall):
-        self.emu = emulator
-        self.call = call
+    APP_ERROR = AppError
+    ANSWERS_WITHOUT = "Hangup"
 
-    def note(self, kind: str, detail: Any = None) -> None:
-        self.call.note(self.emu.now(), kind, detail)
+    def __init__(self, emulator: PlivoEmulator, call: EmuCall):
+        super().__init__(emulator, call)
+        self.emu: PlivoEmulator = emulator
+        self.call: EmuCall = call
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def run(self) -> None:
-        sender = asyncio.create_task(self._send_callbacks())
-        try:
-            if self.call.direction == "inbound":
-                self.call.status = "ringing"
-                self.replace(self.call.answer)
-            else:
-                await self._outbound()
-            await self.call.ended.wait()
-        except asyncio.CancelledError:
-            self.end("completed", "NORMAL_CLEARING")
-            raise
-        except Exception as exc:        # a bug or a bad script must end the call, not hang a test
-            self.note("error", f"emulator: {type(exc).__name__}: {exc}")
-            self.end("failed", "INTERNAL_ERROR")
-        finally:
-            await sender
+    async def _inbound(self) -> None:
+        self.call.status = "ringing"
+        self.replace(self.call.answer)
 
     async def _outbound(self) -> None:
         call, callee = self.call, self.call.callee
@@ -86,20 +71,17 @@ class CallRunner:
                                        self.params(Machine=machine, Event="MachineDetection")))
         self.replace(call.answer)
 
-    def answer(self) -> None:
-        call = self.call
-        if not call.live or call.answered_at is not None:
-            return
-        call.answered_at = self.emu.now()
+    def _mark_answered(self) -> None:
         self.set_status("in-progress")
-        if call.time_limit:
-            call.timers.append(asyncio.create_task(self._time_limit(call.time_limit)))
 
-    async def _time_limit(self, seconds: int) -> None:
-        await self.emu.sleep(seconds)
-        if self.call.live:
-            self.note("time-limit", seconds)
-            self.end("completed", "SCHEDULED_HANGUP")
+    def _time_limit_reached(self) -> None:
+        self.end("completed", "SCHEDULED_HANGUP")
+
+    def end_normally(self) -> None:
+        self.end("completed", "NORMAL_CLEARING")
+
+    def end_failed(self) -> None:
+        self.end("failed", "INTERNAL_ERROR")
 
     def set_status(self, status: str) -> None:
         if self.call.live:          # over is over: nothing revives an ended call
@@ -123,13 +105,6 @@ class CallRunner:
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
 
-    def replace(self, source: Fetch) -> None:
-        """Run ``source`` now, dropping whatever document was running (a transfer)."""
-        old = self.call.doc_task
-        if old is not None and old is not asyncio.current_task():
-            old.cancel()
-        self.call.doc_task = asyncio.create_task(self._documents(source))
-
     def params(self, **extra: str) -> dict[str, str]:
         call = self.call
         params = {
@@ -143,11 +118,6 @@ class CallRunner:
 
     # -- callbacks -----------------------------------------------------------
 
-    async def _send_callbacks(self) -> None:
-        """ring/machine/hangup callbacks in order, unless chaos doubles or swaps them (seeded)."""
-        await deliver_in_order(self.call.callbacks, self.emu.chaos, self._post_callback)
-        self.call.ended.set()
-
     async def _post_callback(self, item: tuple[str, str, dict[str, str]]) -> None:
         kind, url, params = item
         for _ in range(self.emu.chaos.copies()):
@@ -159,25 +129,13 @@ class CallRunner:
 
     # -- documents -------------------------------------------------------------
 
-    async def _documents(self, source: Fetch | None) -> None:
-        call = self.call
-        try:
-            while source is not None and call.live:
-                root = await self._load(source)
-                source = await self._execute(root, source.url)
-            if call.live:
-                self.note("document-ended")
-                self.end("completed", "NORMAL_CLEARING")
-        except AppError as exc:
-            self.note("error", str(exc))
-            self.end("failed", "INVALID_ANSWER_XML" if "XML" in str(exc) else "ANSWER_URL_FAILURE")
-        except ScriptError as exc:
-            self.note("error", f"callee script: {exc}")
-            self.end("failed", "INTERNAL_ERROR")
+    def _app_failed(self, exc: Exception) -> None:
+        self.note("error", str(exc))
+        self.end("failed", "INVALID_ANSWER_XML" if "XML" in str(exc) else "ANSWER_URL_FAILURE")
 
     async def _load(self, source: Fetch) -> ET.Element:
         status, text = await self.emu.post(source.url, self.params(**source.params), method=source.method)
-        self.note("request", {"type": _type_of(source.url), "params": source.params, "status": status})
+        self.note("request", {"type": type_of(source.url), "params": source.params, "status": status})
         if not 200 <= status < 300:
             raise AppError(f"fetching {source.url} answered HTTP {status}")
         try:
@@ -195,21 +153,10 @@ class CallRunner:
                         raise AppError(f"invalid XML: <{inner.tag}> cannot be nested in <GetInput>")
             elif len(child):
                 raise AppError(f"invalid XML: <{child.tag}> cannot hold elements")
-        self.note("document", {"source": source.source or _type_of(source.url), "commands": text})
+        self.note("document", {"source": source.source or type_of(source.url), "commands": text})
         return root
 
-    async def _execute(self, root: ET.Element, doc_url: str) -> Fetch | None:
-        for element in list(root):
-            if not self.call.live:
-                return None
-            if element.tag != "Hangup" and self.call.answered_at is None:
-                self.answer()           # any element but <Hangup> answers an inbound call
-            nxt = await self._element(element, doc_url)
-            if nxt is not None or not self.call.live:
-                return nxt
-        return None
-
-    async def _element(self, el: ET.Element, doc_url: str) -> Fetch | None:
+    async def _verb(self, el: ET.Element, doc_url: str) -> Fetch | None:
         tag = el.tag
         if tag in PROMPT:
             await self._media(el)
@@ -241,24 +188,15 @@ class CallRunner:
         return None
 
     async def _media(self, el: ET.Element) -> None:
-        call, tag = self.call, el.tag
-        if tag == "Wait":
+        if el.tag == "Wait":
             await self.emu.sleep(_int(el.get("length"), 1))
-        elif tag == "Play":
-            loops = _int(el.get("loop"), 1)
-            self.note("played", (el.text or "").strip())
-            await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
+        elif el.tag == "Play":
+            await self._play(el, _int(el.get("loop"), 1))
         else:
-            text = (el.text or "").strip()
-            self.note("heard", text)
-            call.callee.heard.append(text)
-            words = max(1, len(text.split())) * max(1, _int(el.get("loop"), 1))
-            if call.callee.hangs_up_during_say():
-                await self.emu.sleep(SECONDS_PER_WORD * words / 2)
-                self.note("hangup", "callee")
-                self.end("completed", "NORMAL_CLEARING")
-                return
-            await self.emu.sleep(SECONDS_PER_WORD * words)
+            await self._speak(el)
+
+    def _say_loops(self, verb: ET.Element) -> int:
+        return max(1, _int(verb.get("loop"), 1))
 
     async def _get_input(self, el: ET.Element, doc_url: str) -> Fetch | None:
         call = self.call
@@ -275,16 +213,10 @@ class CallRunner:
             await self._media(child)
             if not call.live:
                 return None
-        answer = call.callee.at_gather(input_)
-        if answer.wait:
-            await self.emu.sleep(answer.wait)
+        answer = await self._await_answer(input_, timeout)
         if answer.kind == "hangup":
-            self.note("hangup", "callee")
-            self.end("completed", "NORMAL_CLEARING")
             return None
         if answer.kind == "silence":
-            await self.emu.sleep(timeout)
-            self.note("gather-timeout")
             return None          # falls through to the next element
         if answer.kind == "speech":
             self.note("said", answer.value)
@@ -298,12 +230,8 @@ class CallRunner:
             return fetch            # the action's reply is the call's next document
         # redirect="false": the action is told, the document carries on.
         status, _ = await self.emu.post(action, self.params(**result), method=fetch.method)
-        self.note("request", {"type": _type_of(action), "params": result, "status": status})
+        self.note("request", {"type": type_of(action), "params": result, "status": status})
         return None
-
-
-def _type_of(url: str | None) -> str:
-    return parse_qs(urlsplit(url or "").query).get("type", ["voice"])[0]
 
 
 def _digits(pressed: str, finish_on_key: str, num_digits: str | None) -> str:

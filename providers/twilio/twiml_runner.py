@@ -13,19 +13,19 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
-from voicecall.providers.callee import Callee, ScriptError
-from voicecall.providers.emulation import LogEntry, cancel_quietly, deliver_in_order
+from voicecall.providers.callee import Callee
+from voicecall.providers.emulation import SECONDS_PER_WORD, DocumentRunner, LogEntry, cancel_quietly, type_of
 
-__all__ = ["AppError", "CallRunner", "EmuCall", "Fetch", "LogEntry", "cancel_quietly", "form_body"]
+__all__ = ["SECONDS_PER_WORD", "AppError", "CallRunner", "EmuCall", "Fetch", "LogEntry", "cancel_quietly",
+           "form_body"]
 
 if TYPE_CHECKING:
     from voicecall.providers.twilio.emulator import TwilioEmulator
 
 log = logging.getLogger("voicecall.providers.twilio.emulator")
 
-SECONDS_PER_WORD = 0.3
 # Verbs Twilio knows but this emulator does not play: honest failure, not silence.
 UNSUPPORTED = frozenset({"Dial", "Enqueue", "Leave", "Record", "Sms", "Message", "Start", "Stop",
                          "Refer", "Pay", "Prompt", "Queue", "Echo"})
@@ -87,35 +87,18 @@ class EmuCall:
         self.log.append(LogEntry(at, kind, detail))
 
 
-class CallRunner:
+class CallRunner(DocumentRunner):
     """Drives one EmuCall against our webhook, on the emulator's scaled clock."""
 
-    def __init__(self, emulator: TwilioEmulator, call: EmuCall):
-        self.emu = emulator
-        self.call = call
+    APP_ERROR = AppError
+    ANSWERS_WITHOUT = "Reject"
 
-    def note(self, kind: str, detail: Any = None) -> None:
-        self.call.note(self.emu.now(), kind, detail)
+    def __init__(self, emulator: TwilioEmulator, call: EmuCall):
+        super().__init__(emulator, call)
+        self.emu: TwilioEmulator = emulator
+        self.call: EmuCall = call
 
     # -- lifecycle ---------------------------------------------------------
-
-    async def run(self) -> None:
-        call = self.call
-        sender = asyncio.create_task(self._send_callbacks())
-        try:
-            if call.direction == "inbound":
-                await self._inbound()
-            else:
-                await self._outbound()
-            await call.ended.wait()
-        except asyncio.CancelledError:
-            self.end("completed")
-            raise
-        except Exception as exc:        # a bug or a bad script must end the call, not hang a test
-            self.note("error", f"emulator: {type(exc).__name__}: {exc}")
-            self.end("failed")
-        finally:
-            await sender
 
     async def _outbound(self) -> None:
         call, callee = self.call, self.call.callee
@@ -145,20 +128,17 @@ class CallRunner:
         self.set_status("ringing", "ringing")
         self.replace(self.call.first)
 
-    def answer(self) -> None:
-        call = self.call
-        if not call.live:
-            return
-        call.answered_at = self.emu.now()
+    def _mark_answered(self) -> None:
         self.set_status("in-progress", "answered")
-        if call.time_limit:
-            call.timers.append(asyncio.create_task(self._time_limit(call.time_limit)))
 
-    async def _time_limit(self, seconds: int) -> None:
-        await self.emu.sleep(seconds)
-        if self.call.live:
-            self.note("time-limit", seconds)
-            self.end("completed")
+    def _time_limit_reached(self) -> None:
+        self.end("completed")
+
+    def end_normally(self) -> None:
+        self.end("completed")
+
+    def end_failed(self) -> None:
+        self.end("failed")
 
     def set_status(self, status: str, event: str | None) -> None:
         if not self.call.live:
@@ -179,13 +159,6 @@ class CallRunner:
         task = call.doc_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-
-    def replace(self, source: Fetch) -> None:
-        """Run ``source`` now, dropping whatever document was running (REST update)."""
-        old = self.call.doc_task
-        if old is not None and old is not asyncio.current_task():
-            old.cancel()
-        self.call.doc_task = asyncio.create_task(self._documents(source))
 
     # -- parameters and webhooks ---------------------------------------------
 
@@ -213,44 +186,32 @@ class CallRunner:
             params["CallDuration"] = str(max(0, duration))
         return params
 
-    async def _send_callbacks(self) -> None:
-        """Status callbacks in order, unless chaos duplicates or swaps them (seeded)."""
-        await deliver_in_order(self.call.callbacks, self.emu.chaos, self._post_callback)
-        self.call.ended.set()
-
     async def _post_callback(self, params: dict[str, str]) -> None:
         assert self.call.status_callback
         for _ in range(self.emu.chaos.copies()):
             try:
                 status, _ = await self.emu.post(self.call.status_callback, "POST", params)
-                self.note("request", {"type": _type_of(self.call.status_callback), "event": params["CallStatus"],
+                self.note("request", {"type": type_of(self.call.status_callback), "event": params["CallStatus"],
                                       "seq": params["SequenceNumber"], "status": status})
             except AppError as exc:   # Twilio logs a notification and carries on
-                self.note("request", {"type": _type_of(self.call.status_callback), "event": params["CallStatus"],
+                self.note("request", {"type": type_of(self.call.status_callback), "event": params["CallStatus"],
                                       "error": f"{exc.code} {exc.message}"})
 
     # -- documents ---------------------------------------------------------------
 
-    async def _documents(self, source: Fetch | None) -> None:
+    def _ran_out(self) -> None:
         call = self.call
-        try:
-            while source is not None and call.live:
-                root = await self._load(source)
-                source = await self._execute(root, source.url)
-            if call.live and call.direction == "inbound" and call.answered_at is None:
-                self.answer()       # an empty inbound document still answered the call
-            if call.live:
-                self.note("document-ended")
-                self.end("completed")
-        except AppError as exc:
-            self.note("error", {"code": exc.code, "message": exc.message})
-            if call.answered_at is not None:
-                self.note("heard", APPLICATION_ERROR)
-                self.end("completed")
-            else:
-                self.end("failed")
-        except ScriptError as exc:
-            self.note("error", f"callee script: {exc}")
+        if call.live and call.direction == "inbound" and call.answered_at is None:
+            self.answer()       # an empty inbound document still answered the call
+        super()._ran_out()
+
+    def _app_failed(self, exc: Exception) -> None:
+        assert isinstance(exc, AppError)
+        self.note("error", {"code": exc.code, "message": exc.message})
+        if self.call.answered_at is not None:
+            self.note("heard", APPLICATION_ERROR)
+            self.end("completed")
+        else:
             self.end("failed")
 
     async def _load(self, source: Fetch) -> ET.Element:
@@ -260,7 +221,7 @@ class CallRunner:
             assert source.url is not None
             params = {**self.base_params(), **source.params}
             status, text = await self.emu.post(source.url, source.method, params)
-            self.note("request", {"type": _type_of(source.url), "url": source.url, "params": source.params,
+            self.note("request", {"type": type_of(source.url), "url": source.url, "params": source.params,
                                   "status": status})
             if not 200 <= status < 300:
                 raise AppError(11200, f"HTTP retrieval failure: {source.url} answered {status}")
@@ -273,20 +234,9 @@ class CallRunner:
         for child in root.iter():
             if child is not root and child.tag not in KNOWN_VERBS:
                 raise AppError(12200, f"Schema validation warning: invalid verb <{child.tag}>")
-        origin = source.origin or _type_of(source.url)
+        origin = source.origin or type_of(source.url)
         self.note("document", {"source": origin, "commands": [_command(v) for v in root], "twiml": text})
         return root
-
-    async def _execute(self, root: ET.Element, doc_url: str | None) -> Fetch | None:
-        for verb in list(root):
-            if not self.call.live:
-                return None
-            if verb.tag != "Reject" and self.call.answered_at is None:
-                self.answer()           # any verb but <Reject> answers an inbound call
-            nxt = await self._verb(verb, doc_url)
-            if nxt is not None or not self.call.live:
-                return nxt
-        return None
 
     async def _verb(self, verb: ET.Element, doc_url: str | None) -> Fetch | None:
         call, tag = self.call, verb.tag
@@ -319,7 +269,7 @@ class CallRunner:
         return None
 
     async def _media(self, verb: ET.Element) -> None:
-        call, tag = self.call, verb.tag
+        tag = verb.tag
         if tag == "Pause":
             await self.emu.sleep(_int(verb.get("length"), 1))
         elif tag == "Play" and verb.get("digits"):
@@ -327,20 +277,12 @@ class CallRunner:
             self.note("dtmf", digits)
             await self.emu.sleep(0.5 * len(digits))
         elif tag == "Play":
-            loops = _int(verb.get("loop"), 1)
-            self.note("played", (verb.text or "").strip())
-            await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
+            await self._play(verb, _int(verb.get("loop"), 1))
         else:
-            text = (verb.text or "").strip()
-            self.note("heard", text)
-            call.callee.heard.append(text)
-            words = max(1, len(text.split())) * _int(verb.get("loop"), 1)
-            if call.callee.hangs_up_during_say():
-                await self.emu.sleep(SECONDS_PER_WORD * words / 2)
-                self.note("hangup", "callee")
-                self.end("completed")
-                return
-            await self.emu.sleep(SECONDS_PER_WORD * words)
+            await self._speak(verb)
+
+    def _say_loops(self, verb: ET.Element) -> int:
+        return _int(verb.get("loop"), 1)
 
     async def _gather(self, verb: ET.Element, doc_url: str | None) -> Fetch | None:
         call = self.call
@@ -354,16 +296,10 @@ class CallRunner:
             await self._media(child)
             if not call.live:
                 return None
-        answer = call.callee.at_gather(input_)
-        if answer.wait:
-            await self.emu.sleep(answer.wait)
+        answer = await self._await_answer(input_, timeout)
         if answer.kind == "hangup":
-            self.note("hangup", "callee")
-            self.end("completed")
             return None
         if answer.kind == "silence":
-            await self.emu.sleep(timeout)
-            self.note("gather-timeout")
             if verb.get("actionOnEmptyResult") == "true" and action:
                 return Fetch(action, verb.get("method", "POST").upper(), {"Digits": ""})
             return None          # falls through to the next verb
@@ -403,12 +339,6 @@ def _command(verb: ET.Element) -> dict[str, Any]:
         stream = verb.find("Stream")
         return {"stream": dict(stream.attrib) if stream is not None else {}}
     return {tag.lower(): attrs}
-
-
-def _type_of(url: str | None) -> str:
-    """Our webhook ``type`` in a URL (for logs): ``voice``, ``gather``, ``status`` …"""
-    query = parse_qs(urlsplit(url or "").query)
-    return query.get("type", ["voice"])[0]
 
 
 def _digits(pressed: str, finish_on_key: str, num_digits: str | None) -> str:
