@@ -13,7 +13,7 @@ import base64
 import binascii
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -137,6 +137,8 @@ class FarSide:
     ``_answered_by``, ``_default_callee`` and ``_fail_next`` in ``__init__``.
     """
 
+    ENDED = "ended"      # the call's asyncio.Event set once its last callback went out
+
     clock: Clock
     time_scale: float
     calls: dict[str, Any]
@@ -169,6 +171,16 @@ class FarSide:
 
     def log(self, key: str) -> list[LogEntry]:
         return list(self._call(key).log)
+
+    async def wait_ended(self, key: str, timeout: float = 10.0) -> Any:
+        """Wait (real seconds) until the call ended and its last callback went out."""
+        call = self._call(key)
+        await asyncio.wait_for(getattr(call, self.ENDED).wait(), timeout)
+        return self._ended(call)
+
+    def _ended(self, call: Any) -> Any:
+        """What ``wait_ended`` answers: the call (Twilio and Plivo answer its REST JSON)."""
+        return call
 
     def _call(self, key: str) -> Any:
         return self.calls[key]
@@ -347,6 +359,17 @@ class DocumentRunner:
             await self.emu.sleep(timeout)
             self.note("gather-timeout")
         return answer
+
+async def stop_document_calls(runners: Iterable[asyncio.Task[Any]], calls: Iterable[Any]) -> None:
+    """Cancel each call's runner, then its document and timers (a call listed under
+    two keys, as Plivo's are, is stopped once)."""
+    for task in list(runners):
+        await cancel_quietly(task)
+    for call in {id(c): c for c in calls}.values():
+        for pending in (call.doc_task, *call.timers):
+            if pending is not None:
+                await cancel_quietly(pending)
+
 
 async def cancel_quietly(task: asyncio.Task[Any] | None) -> None:
     if task is not None and not task.done():

@@ -33,8 +33,8 @@ from voicecall.providers.emulation import (
     LogEntry,
     RestServer,
     basic_auth,
-    cancel_quietly,
     coerce_chaos,
+    stop_document_calls,
     with_type,
 )
 from voicecall.providers.plivo.calls import AppError, EmuCall, Fetch
@@ -86,12 +86,7 @@ class PlivoEmulator(FarSide):
         return self.base_url
 
     async def stop(self) -> None:
-        for task in list(self._tasks.values()):
-            await cancel_quietly(task)
-        for call in {id(c): c for c in self.calls.values()}.values():
-            for pending in (call.doc_task, *call.timers):
-                if pending is not None:
-                    await cancel_quietly(pending)
+        await stop_document_calls(self._tasks.values(), self.calls.values())
         await self._rest.stop()
 
     def number_key(self, number: str) -> str:
@@ -115,9 +110,7 @@ class PlivoEmulator(FarSide):
         self._launch(call)
         return call.call_uuid
 
-    async def wait_ended(self, call_uuid: str, timeout: float = 10.0) -> dict[str, Any]:
-        call = self.calls[call_uuid]
-        await asyncio.wait_for(call.ended.wait(), timeout)
+    def _ended(self, call: EmuCall) -> dict[str, Any]:
         return self._call_json(call)
 
     async def post(self, url: str, params: Mapping[str, str], method: str = "POST") -> tuple[int, str]:

@@ -53,6 +53,8 @@ MEDIA = frozenset({"speak", "playback_start", "gather_using_speak", "gather_usin
 
 
 class TelnyxEmulator(FarSide):
+    ENDED = "finished"       # set once the call's ``call.hangup`` went out
+
     def __init__(self, api_key: str, *, clock: Clock | None = None, default_callee: Callee | None = None,
                  chaos: Chaos | Mapping[str, Any] | Any = None, time_scale: float = 1.0):
         """``clock``: shared with the runtime in simulations; every emulated duration
@@ -113,12 +115,6 @@ class TelnyxEmulator(FarSide):
         call = self._new_call("incoming", from_, to, "", webhook_url, copy.deepcopy(callee or Callee()))
         self.spawn(call, CallRunner(self, call).inbound())
         return call.ccid
-
-    async def wait_ended(self, ccid: str, timeout: float = 10.0) -> EmuCall:
-        """Wait (real seconds) until the call ended and its ``call.hangup`` went out."""
-        call = self._call(ccid)
-        await asyncio.wait_for(call.finished.wait(), timeout)
-        return call
 
     # -- what calls use -------------------------------------------------------------------
     def spawn(self, call: EmuCall, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

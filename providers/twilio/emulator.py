@@ -22,8 +22,8 @@ from voicecall.providers.emulation import (
     LogEntry,
     RestServer,
     basic_auth,
-    cancel_quietly,
     coerce_chaos,
+    stop_document_calls,
     with_type,
 )
 from voicecall.providers.twilio.twiml_runner import AppError, CallRunner, EmuCall, Fetch, form_body
@@ -72,12 +72,7 @@ class TwilioEmulator(FarSide):
         return self.base_url
 
     async def stop(self) -> None:
-        for task in list(self._runners.values()):
-            await cancel_quietly(task)
-        for call in self.calls.values():
-            for pending in (call.doc_task, *call.timers):
-                if pending is not None:
-                    await cancel_quietly(pending)
+        await stop_document_calls(self._runners.values(), self.calls.values())
         await self._rest.stop()
 
     def fail_next(self, count: int = 1, status: int = 500, message: str = "Internal Server Error") -> None:
@@ -100,9 +95,7 @@ class TwilioEmulator(FarSide):
         self._launch(call)
         return call.sid
 
-    async def wait_ended(self, sid: str, timeout: float = 10.0) -> dict[str, Any]:
-        call = self.calls[sid]
-        await asyncio.wait_for(call.ended.wait(), timeout)
+    def _ended(self, call: EmuCall) -> dict[str, Any]:
         return self._call_json(call)
 
     async def post(self, url: str, method: str, params: dict[str, str]) -> tuple[int, str]:
