@@ -30,10 +30,8 @@ class CallRunner(DocumentRunner):
     APP_ERROR = AppError
     ANSWERS_WITHOUT = "Hangup"
 
-    def __init__(self, emulator: PlivoEmulator, call: EmuCall):
-        super().__init__(emulator, call)
-        self.emu: PlivoEmulator = emulator
-        self.call: EmuCall = call
+    emu: PlivoEmulator
+    call: EmuCall
 
     # -- lifecycle ---------------------------------------------------------
 

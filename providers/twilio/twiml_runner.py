@@ -93,10 +93,8 @@ class CallRunner(DocumentRunner):
     APP_ERROR = AppError
     ANSWERS_WITHOUT = "Reject"
 
-    def __init__(self, emulator: TwilioEmulator, call: EmuCall):
-        super().__init__(emulator, call)
-        self.emu: TwilioEmulator = emulator
-        self.call: EmuCall = call
+    emu: TwilioEmulator
+    call: EmuCall
 
     # -- lifecycle ---------------------------------------------------------
 
