@@ -199,10 +199,8 @@ class DocumentRunner:
     A carrier subclass sets ``APP_ERROR`` (its application error) and
     ``ANSWERS_WITHOUT`` (the one verb that leaves an inbound call unanswered), and
     supplies ``_inbound``/``_outbound``, ``_load``, ``_verb``, ``_post_callback``,
-    ``_say_loops`` and how it ends a call (``end_normally``, ``end_failed``, ``_mark_answered``,
-    ``_time_limit_reached``, ``_app_failed``). The call needs ``direction``,
-    ``live``, ``answered_at``, ``time_limit``, ``timers``, ``doc_task``,
-    ``callbacks``, ``ended``, ``callee`` and ``note``.
+    ``_say_loops`` and how it ends a call (``end_normally``, ``end_failed``,
+    ``_mark_answered``, ``_time_limit_reached``, ``_app_failed``).
     """
 
     APP_ERROR: type[Exception] = Exception
