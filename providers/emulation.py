@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -191,7 +192,7 @@ class FarSide:
 
 
 
-class DocumentRunner:
+class DocumentRunner(ABC):
     """The skeleton the XML document carriers (Twilio, Plivo) share for one call:
     callbacks, answering, the time limit, and fetching then executing documents
     verb by verb until one hands over the next or the call ends.
@@ -214,37 +215,47 @@ class DocumentRunner:
         self.call.note(self.emu.now(), kind, detail)
 
     # -- what a carrier supplies -------------------------------------------------
+    @abstractmethod
     async def _inbound(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def _outbound(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def _load(self, source: Any) -> ET.Element:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def _verb(self, verb: ET.Element, doc_url: Any) -> Any:
         """Execute one verb; a returned source is the call's next document."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def _post_callback(self, item: Any) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def end_normally(self) -> None:
         """End an answered call the ordinary way (a hang-up, a document that ran out)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def end_failed(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _mark_answered(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _time_limit_reached(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _app_failed(self, exc: Exception) -> None:
-        raise NotImplementedError
+        ...
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
@@ -327,9 +338,10 @@ class DocumentRunner:
         self.note("played", (verb.text or "").strip())
         await self.emu.sleep(3600 if loops == 0 else 1.0 * loops)
 
+    @abstractmethod
     def _say_loops(self, verb: ET.Element) -> int:
         """How many times a speech verb repeats (read after the callee heard it once)."""
-        raise NotImplementedError
+        ...
 
     async def _speak(self, verb: ET.Element) -> None:
         call = self.call
