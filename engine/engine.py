@@ -91,7 +91,9 @@ class CallEngine:
             if event.is_rpc:
                 raise NotAcceptedInState(
                     f"{event.type[4:]} is not accepted while the call is {rec.state}", state=rec.state)
-            if owner != "supervisor":
+            # playback.done is the engine's own pacing signal (command carriers):
+            # flows may react to it, but an unhandled one is not worth a log line.
+            if owner != "supervisor" and event.type != "playback.done":
                 self._note(s, event, f"not handled in state {rec.state}")
         else:
             self._note(s, event, f"{fired.source} -> {fired.dest}")
