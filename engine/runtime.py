@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from voicecall.providers.base import DOCUMENT_TYPES
+
 from .clock import Clock, RealClock
 from .engine import CallEngine
 from .errors import (
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicecall.runtime")
 
-DOCUMENT_TYPES = frozenset({"voice", "gather", "noinput", "resume", "redirect"})
 INBOUND_FLOW = "inbound_greeting"
 SUPERVISOR_FLOW = "reaper"
 DEFAULT_GREETING = "Hello! How can I help you today?"

@@ -23,6 +23,9 @@ REGISTRY: dict[str, str] = {
     "telnyx": "voicecall.providers.telnyx:TelnyxProvider",
 }
 
+# Webhook ``type`` values whose reply the carrier executes as the call's next document.
+DOCUMENT_TYPES: frozenset[str] = frozenset({"voice", "gather", "noinput", "resume", "redirect"})
+
 # Capability names a provider may declare and a flow may need.
 CAPABILITIES = frozenset({
     "say", "play", "pause", "gather.speech", "gather.dtmf", "dtmf", "stream",

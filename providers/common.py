@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.engine.errors import ProviderError, RenderError
-from voicecall.engine.program import Step
+from voicecall.engine.program import Program, Step
 
 log = logging.getLogger("voicecall.providers")
 T = TypeVar("T")
@@ -84,6 +84,12 @@ def _warn_clamped(carrier: str, what: str, value: int, low: int, high: int) -> N
     # Once per value: the same flow renders the same gather on every turn.
     clamped = max(low, min(high, value))
     log.warning("%s %s s is outside %s's range %s..%s; using %s s", what, value, carrier, low, high, clamped)
+
+
+def keepalive_for(req: Any) -> Program:
+    """A harmless document for a request whose reply the carrier would execute:
+    wait a second, then come back (an empty document would hang the call up)."""
+    return Program("ack", (Step("pause", {"seconds": 1}), Step("redirect", {"url": resume_url(req.url)})))
 
 
 def resume_url(url: str) -> str:

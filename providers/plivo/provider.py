@@ -18,9 +18,9 @@ from typing import Any, Literal
 from voicecall.engine.clock import Clock
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.events import Event
-from voicecall.engine.program import Program, Step
-from voicecall.providers.base import CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
-from voicecall.providers.common import clamp, resume_url, settings_voice
+from voicecall.engine.program import Program
+from voicecall.providers.base import DOCUMENT_TYPES, CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
+from voicecall.providers.common import clamp, keepalive_for, settings_voice
 from voicecall.providers.plivo import parse as parse_mod
 from voicecall.providers.plivo import signature
 from voicecall.providers.plivo.client import PlivoRest
@@ -32,7 +32,6 @@ XML = "text/xml"
 RING_TIMEOUT_RANGE = (1, 120)      # ring_timeout, s; the SDK's default 120 is the top [UNVERIFIED upper bound]
 TIME_LIMIT_MAX = 14400             # time_limit: four hours, Plivo's default and cap
 # Webhook types whose reply Plivo executes as the call's next document.
-_DOCUMENT_TYPES = frozenset({"voice", "gather", "noinput", "resume", "redirect"})
 
 
 class PlivoProvider:
@@ -84,11 +83,9 @@ class PlivoProvider:
         get back: an empty 200. A request whose reply Plivo would execute gets a
         short keep-alive: an empty document there would hang the call up."""
         kind = req.q("type") or "voice"
-        if kind not in _DOCUMENT_TYPES:
+        if kind not in DOCUMENT_TYPES:
             return Reply(b"", "text/plain")
-        keepalive = Program("ack", (Step("pause", {"seconds": 1}),
-                                    Step("redirect", {"url": resume_url(req.url)})))
-        return self.render(keepalive, CallUrls(req.url, req.q("callId") or ""))
+        return self.render(keepalive_for(req), CallUrls(req.url, req.q("callId") or ""))
 
     # -- REST --------------------------------------------------------------
 

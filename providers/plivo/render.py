@@ -59,10 +59,6 @@ def native_voice(requested: Any, settings_voice: str | None = None) -> str:
     return DEFAULT_VOICE
 
 
-
-
-
-
 def render_xml(program: Program, urls: CallUrls, voice: str | None = None) -> str:
     """The Plivo XML document for ``program`` (``voice``: the configured TTS voice)."""
     verbs: list[dict[str, Any]] = []
@@ -156,16 +152,5 @@ def _stream(p: Mapping[str, Any], urls: CallUrls, state: str) -> dict[str, Any]:
     if len(extra) > 512:
         raise RenderError(f"state {state!r}: stream parameters exceed Plivo's 512-byte extraHeaders")
     return {"kind": "stream", "url": url, "extra_headers": extra}
-
-
-
-
-
-
-
-
-
-
-
 
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from voicecall.engine.clock import Clock
 from voicecall.engine.errors import ProviderError
 from voicecall.engine.events import Event
-from voicecall.engine.program import Program, Step
-from voicecall.providers.base import CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
-from voicecall.providers.common import clamp, resume_url, settings_voice
+from voicecall.engine.program import Program
+from voicecall.providers.base import DOCUMENT_TYPES, CallRef, CallUrls, PlaceRequest, Reply, WebhookRequest
+from voicecall.providers.common import clamp, keepalive_for, settings_voice
 from voicecall.providers.twilio import parse as parse_mod
 from voicecall.providers.twilio import signature
 from voicecall.providers.twilio.client import NOT_FOUND, TwilioRest
@@ -28,7 +28,6 @@ RING_TIMEOUT_RANGE = (1, 600)      # REST `Timeout`
 TIME_LIMIT_MAX = 14400             # REST `TimeLimit`: four hours
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 # Webhook types whose reply Twilio executes as the call's next document.
-_DOCUMENT_TYPES = frozenset({"voice", "gather", "noinput", "resume", "redirect"})
 
 
 class TwilioProvider:
@@ -77,11 +76,9 @@ class TwilioProvider:
         would execute gets a short keep-alive instead: an empty ``<Response/>``
         there would hang the call up (DESIGN §3.1)."""
         kind = req.q("type") or "voice"
-        if kind not in _DOCUMENT_TYPES:
+        if kind not in DOCUMENT_TYPES:
             return Reply(EMPTY_RESPONSE, TWIML)
-        keepalive = Program("ack", (Step("pause", {"seconds": 1}),
-                                    Step("redirect", {"url": resume_url(req.url)})))
-        return self.render(keepalive, CallUrls(req.url, req.q("callId") or ""))
+        return self.render(keepalive_for(req), CallUrls(req.url, req.q("callId") or ""))
 
     # -- REST --------------------------------------------------------------
 

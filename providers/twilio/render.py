@@ -53,10 +53,6 @@ def native_voice(requested: Any, settings_voice: str | None = None) -> str:
     return DEFAULT_VOICE
 
 
-
-
-
-
 def render_twiml(program: Program, urls: CallUrls, voice: str | None = None) -> str:
     """The TwiML document for ``program`` (``voice``: the configured TTS voice)."""
     verbs: list[dict[str, Any]] = []
@@ -128,12 +124,5 @@ def _gather(p: Mapping[str, Any], urls: CallUrls, voice: str | None, state: str)
         "language": opt(p.get("language")),
         "speech_timeout": opt(speech_timeout),
     }
-
-
-
-
-
-
-
 
 
